@@ -1,0 +1,174 @@
+"""The config schema shared by every experiment, and its validation.
+
+Every file in `configs/` calls `base()` (the settings common to all of the
+original's experiments, reference §5) and then sets what its experiment
+changes. Keys keep the original YAML names where one exists, so a researcher
+reading the original `config.yaml` finds the same words here.
+
+`validate(config)` checks a config before anything is compiled or loaded and
+raises `ConfigError` naming the key and what is wrong with it.
+"""
+
+import os
+
+import ml_collections
+
+IMAGE_ENCODERS = ("alexnet_fcn_32x", "alexnet_fcn_8x", "resnet18", "resnet34",
+                  "resnet50", "resnet101", "resnet152")
+SPARSE_ENCODERS = ("shallownet8x", "shallownet32x")
+DECODERS = ("MotionDecoderPlain", "MotionDecoderSkipLayer")
+SAMPLE_STRATEGIES = ("grid", "uniform", "gradnms", "watershed", "single", "full")
+STRIDE = {"alexnet_fcn_32x": 32, "alexnet_fcn_8x": 8, "shallownet8x": 8, "shallownet32x": 32}
+
+
+class ConfigError(ValueError):
+  """A config key is unknown or holds a value the code cannot use."""
+
+
+def base():
+  """Settings common to every original experiment (reference §5)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.image_encoder = "alexnet_fcn_32x"
+  c.model.sparse_encoder = "shallownet32x"
+  c.model.flow_decoder = "MotionDecoderPlain"
+  c.model.skip_layer = False
+  c.model.img_enc_dim = 256
+  c.model.sparse_enc_dim = 16
+  c.model.output_dim = 198
+  c.model.decoder_combo = (1, 2, 4)
+  c.model.nbins = 99
+  c.model.fmax = 50.0
+  # Compute dtype; 'bfloat16' runs convolutions in bf16 with float32 params.
+  c.model.dtype = "float32"
+  # 'per_device': BatchNorm statistics over each device's batch, as the
+  # original (no SyncBN). 'global': over the whole global batch.
+  c.model.bn_stats = "per_device"
+
+  c.data = ml_collections.ConfigDict()
+  # Paths in list files are relative to data_root (the YFCC layout).
+  c.data.data_root = ""
+  c.data.train_source = ()        # original-format list files, lines concatenated
+  c.data.val_source = ()
+  c.data.train_records = ""       # glob of sharded record files; used instead of train_source when set
+  c.data.val_records = ""
+  c.data.flow_file_type = "jpg"   # 'jpg' (flowx/flowy 8-bit) or 'flo'
+  c.data.short_size = 416
+  c.data.crop_size = (384, 384)   # (h, w)
+  c.data.image_mean = (123.675, 116.28, 103.53)
+  c.data.image_std = (58.395, 57.12, 57.375)
+  c.data.sample_strategy = ("grid", "watershed")
+  c.data.sample_bg_ratio = 1.5625e-4
+  c.data.nms_ks = 41
+  c.data.max_num_guide = 150      # -1: no limit
+  c.data.aug_flip = False
+  c.data.aug_reverse = False
+  c.data.aug_scale = False
+  c.data.aug_rotate = False
+  # False: a missing/corrupt sample stops the run naming the file.
+  # True: such samples are skipped, counted and reported.
+  c.data.skip_bad_samples = False
+  c.data.shuffle_buffer = 1024
+  c.data.num_threads = 2          # tf.data private thread pool
+  c.data.prefetch = 2
+
+  c.batch_size = 12               # PER DEVICE, as in the original
+  c.val_batch_size = 1            # per device
+  c.total_iter = 70000
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.lr = 0.1
+  c.optimizer.momentum = 0.9
+  c.optimizer.weight_decay = 1e-4
+  c.optimizer.lr_steps = (40000, 60000)
+  c.optimizer.lr_mults = (0.1, 0.1)
+  c.optimizer.warmup_lr = ()      # piecewise-linear warm-up targets (empty: none)
+  c.optimizer.warmup_steps = ()
+
+  c.print_freq = 100
+  c.val_freq = 10000
+  c.val_iter = -1                 # -1: the whole val list
+  c.initial_val = True
+  c.save_freq = 10000
+  c.keep_checkpoints = 3
+  c.vis_num = 16                  # validation samples drawn as images
+  c.tensorboard = True
+  return c
+
+
+def _fail(key, msg):
+  raise ConfigError(f"config.{key}: {msg}")
+
+
+def validate(c, check_paths=True):
+  """Raises ConfigError naming the first bad key. Cheap: no compile, no I/O but stat."""
+  m, d = c.model, c.data
+  if m.image_encoder not in IMAGE_ENCODERS:
+    _fail("model.image_encoder", f"{m.image_encoder!r} is not one of {IMAGE_ENCODERS}")
+  if m.sparse_encoder not in SPARSE_ENCODERS:
+    _fail("model.sparse_encoder", f"{m.sparse_encoder!r} is not one of {SPARSE_ENCODERS}")
+  if m.flow_decoder not in DECODERS:
+    _fail("model.flow_decoder", f"{m.flow_decoder!r} is not one of {DECODERS}")
+  if m.skip_layer != (m.flow_decoder == "MotionDecoderSkipLayer"):
+    _fail("model.skip_layer", "must be True exactly when flow_decoder is MotionDecoderSkipLayer")
+  if m.skip_layer and not m.image_encoder.startswith("resnet"):
+    _fail("model.skip_layer", "the skip-layer decoder needs a ResNet image encoder (AlexNet has no skip features)")
+  img_stride = STRIDE.get(m.image_encoder, 8)
+  if STRIDE[m.sparse_encoder] != img_stride:
+    _fail("model.sparse_encoder", f"{m.sparse_encoder} downsamples by {STRIDE[m.sparse_encoder]} but "
+          f"{m.image_encoder} by {img_stride}; their feature maps must match")
+  if not m.decoder_combo or any(k not in (1, 2, 4, 8) for k in m.decoder_combo):
+    _fail("model.decoder_combo", f"{tuple(m.decoder_combo)} must be a non-empty subset of (1, 2, 4, 8)")
+  if m.output_dim != 2 * m.nbins or m.nbins % 2 == 0:
+    _fail("model.output_dim", f"must be 2 * nbins with nbins odd (got output_dim={m.output_dim}, nbins={m.nbins})")
+  if m.dtype not in ("float32", "bfloat16"):
+    _fail("model.dtype", f"{m.dtype!r} is not 'float32' or 'bfloat16'")
+  if m.bn_stats not in ("per_device", "global"):
+    _fail("model.bn_stats", f"{m.bn_stats!r} is not 'per_device' or 'global'")
+
+  rule = 32 if img_stride == 32 else 8
+  if len(d.crop_size) != 2 or any(s <= 0 or s % rule for s in d.crop_size):
+    _fail("data.crop_size", f"{tuple(d.crop_size)}: {m.image_encoder} needs both sides to be positive "
+          f"multiples of {rule}")
+  if d.flow_file_type not in ("jpg", "flo"):
+    _fail("data.flow_file_type", f"{d.flow_file_type!r} is not 'jpg' or 'flo'")
+  bad = [s for s in d.sample_strategy if s not in SAMPLE_STRATEGIES]
+  if bad or not d.sample_strategy:
+    _fail("data.sample_strategy", f"{tuple(d.sample_strategy)}: each must be one of {SAMPLE_STRATEGIES}")
+  if d.nms_ks < 1 or d.nms_ks % 2 == 0:
+    _fail("data.nms_ks", f"{d.nms_ks} must be a positive odd integer")
+  if not 0 < d.sample_bg_ratio <= 1:
+    _fail("data.sample_bg_ratio", f"{d.sample_bg_ratio} must be in (0, 1]")
+  if d.max_num_guide == 0 or d.max_num_guide < -1:
+    _fail("data.max_num_guide", f"{d.max_num_guide} must be -1 (no limit) or positive")
+  if d.short_size <= 0:
+    _fail("data.short_size", f"{d.short_size} must be positive")
+
+  for key in ("batch_size", "val_batch_size", "total_iter", "print_freq", "val_freq", "save_freq",
+              "keep_checkpoints"):
+    if int(c[key]) <= 0:
+      _fail(key, f"{c[key]} must be a positive integer")
+  o = c.optimizer
+  if len(o.lr_mults) != len(o.lr_steps):
+    _fail("optimizer.lr_mults", f"has {len(o.lr_mults)} entries but lr_steps has {len(o.lr_steps)}")
+  if list(o.lr_steps) != sorted(o.lr_steps):
+    _fail("optimizer.lr_steps", f"{tuple(o.lr_steps)} must be increasing")
+  if len(o.warmup_lr) != len(o.warmup_steps):
+    _fail("optimizer.warmup_lr", f"has {len(o.warmup_lr)} entries but warmup_steps has {len(o.warmup_steps)}")
+
+  if check_paths:
+    for split in ("train", "val"):
+      records = d[f"{split}_records"]
+      if records:
+        continue
+      sources = d[f"{split}_source"]
+      if not sources:
+        _fail(f"data.{split}_source", f"is empty and data.{split}_records is not set: no {split} data")
+      for path in sources:
+        if not os.path.isfile(path):
+          _fail(f"data.{split}_source", f"list file {path!r} does not exist")
+    if d.data_root and not os.path.isdir(d.data_root):
+      _fail("data.data_root", f"{d.data_root!r} is not a directory")
+  return c
