@@ -1,0 +1,424 @@
+"""On-disk formats: list files, images, flow as .flo or as two 8-bit JPEGs, TFRecords.
+
+Everything here reads or writes one file or one record; the tf.data pipeline
+(`cmp_jax.data.pipeline`) and the dataset maker (`cmp_jax.data.prepare`) are
+built on it. Reference §3.1-§3.2.
+
+Flow layout everywhere: H x W x 2 float32, channel 0 = u (x, right), 1 = v
+(y, down), in pixels.
+
+List files (the original's `train_source` / `val_source`), one sample a line,
+whitespace-separated, paths relative to `data_root`:
+  flow_file_type 'jpg':  img1 img2 flowx flowy
+  flow_file_type 'flo':  img1 img2 flow.flo
+
+JPEG flow (what every original config reads): each of u and v is an 8-bit
+grey image with p = round((f + 50) / 100 * 255), decoded as
+f = float32(p) / 255 * 100 - 50 (in float32, in that order, as the original).
+So f is in [-50, 50] with a quantum of 100/255 = 0.392 px, and there is no
+exact zero (p 127 -> -0.196, 128 -> +0.196). JPEG is lossy: at quality 100 a
+smooth flow plane comes back within about one level.
+
+.flo (Middlebury): float32 magic 202021.25, int32 width, int32 height, then
+height*width*2 float32 (u, v interleaved), little-endian.
+
+TFRecords (`TFRECORD_FEATURES`, `parse_tfrecord_example`): one tf.train.Example
+per pair, images as the JPEG bytes of the files, flow as the two JPEG planes
+('jpg') or as raw little-endian float16/float32 H x W x 2 bytes.
+
+Every reader raises `DataError` naming the file (and the line, for list
+files) when a file is missing, unreadable or malformed.
+"""
+
+import os
+import struct
+import tempfile
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+
+FLO_MAGIC = 202021.25
+FLOW_JPG_OFFSET = 50.0     # f = p / 255 * FLOW_JPG_RANGE - FLOW_JPG_OFFSET
+FLOW_JPG_RANGE = 100.0
+FLOW_JPG_QUANTUM = FLOW_JPG_RANGE / 255.0   # 0.392 px
+FLOW_FILE_TYPES = ("jpg", "flo")
+LIST_COLUMNS = {"jpg": 4, "flo": 3}
+
+
+class DataError(ValueError):
+  """A data file (image, flow, list, record) is missing, unreadable or malformed; the message names it."""
+
+
+# ----------------------------------------------------------------------------
+# Atomic writes
+
+def atomic_write_bytes(path, data):
+  """Writes `data` to `path` through a temporary file and a rename: never half-written."""
+  d = os.path.dirname(os.path.abspath(path))
+  os.makedirs(d, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def _read_umask():
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask is process-wide, so not per write
+
+
+def _read_bytes(path, what):
+  try:
+    with open(path, "rb") as f:
+      return f.read()
+  except FileNotFoundError:
+    raise DataError(f"{what} not found: {path}") from None
+  except OSError as e:
+    raise DataError(f"cannot read {what} {path}: {e}") from None
+
+
+# ----------------------------------------------------------------------------
+# .flo
+
+def read_flo(path):
+  """Reads a Middlebury .flo file into H x W x 2 float32. DataError naming the file if it is not one."""
+  data = _read_bytes(path, ".flo flow file")
+  return decode_flo(data, path)
+
+
+def decode_flo(data, name="<bytes>"):
+  """Decodes the bytes of a .flo file (see `read_flo`)."""
+  if len(data) < 12:
+    raise DataError(f"{name}: not a .flo file (only {len(data)} bytes)")
+  magic = np.frombuffer(data, "<f4", 1)[0]
+  if magic != np.float32(FLO_MAGIC):
+    raise DataError(f"{name}: not a .flo file (magic number {float(magic)!r}, expected {FLO_MAGIC})")
+  w, h = struct.unpack("<ii", data[4:12])
+  if w <= 0 or h <= 0:
+    raise DataError(f"{name}: bad .flo size {w} x {h}")
+  n = 2 * w * h
+  if len(data) < 12 + 4 * n:
+    raise DataError(f"{name}: truncated .flo file ({len(data)} bytes, {w} x {h} needs {12 + 4 * n})")
+  return np.frombuffer(data, "<f4", n, offset=12).reshape(h, w, 2).astype(np.float32)
+
+
+def encode_flo(flow):
+  """The bytes of a .flo file holding `flow` (H x W x 2)."""
+  flow = np.asarray(flow)
+  if flow.ndim != 3 or flow.shape[2] != 2:
+    raise ValueError(f"flow must be H x W x 2, got shape {flow.shape}")
+  h, w = flow.shape[:2]
+  return (np.array([FLO_MAGIC], "<f4").tobytes() + struct.pack("<ii", w, h)
+          + np.ascontiguousarray(flow, "<f4").tobytes())
+
+
+def write_flo(path, flow):
+  """Writes `flow` (H x W x 2) as a Middlebury .flo file, atomically."""
+  atomic_write_bytes(path, encode_flo(flow))
+
+
+# ----------------------------------------------------------------------------
+# JPEG flow (two 8-bit planes)
+
+def encode_jpg_flow(flow):
+  """(px, py) uint8 H x W planes: p = round((f + 50) / 100 * 255), clipped to 0..255."""
+  flow = np.asarray(flow, np.float64)
+  if flow.ndim != 3 or flow.shape[2] != 2:
+    raise ValueError(f"flow must be H x W x 2, got shape {flow.shape}")
+  p = np.clip(np.rint((flow + FLOW_JPG_OFFSET) / FLOW_JPG_RANGE * 255.0), 0, 255).astype(np.uint8)
+  return p[:, :, 0].copy(), p[:, :, 1].copy()
+
+
+def decode_jpg_flow(px, py):
+  """H x W x 2 float32 flow from the two uint8 planes, as the original: float32(p) / 255 * 100 - 50."""
+  px = np.asarray(px)
+  py = np.asarray(py)
+  if px.shape != py.shape or px.ndim != 2:
+    raise ValueError(f"flow planes must be two H x W arrays of one shape, got {px.shape} and {py.shape}")
+  fx = px.astype(np.float32) / 255 * 100 - 50
+  fy = py.astype(np.float32) / 255 * 100 - 50
+  return np.stack([fx, fy], axis=-1)
+
+
+def read_jpg_flow(x_path, y_path):
+  """Reads the x and y flow JPEGs into H x W x 2 float32 (PIL decoding, as the original)."""
+  px = read_gray(x_path, "flow x image")
+  py = read_gray(y_path, "flow y image")
+  if px.shape != py.shape:
+    raise DataError(f"flow planes differ in size: {x_path} is {px.shape[1]}x{px.shape[0]}, "
+                    f"{y_path} is {py.shape[1]}x{py.shape[0]}")
+  return decode_jpg_flow(px, py)
+
+
+# ----------------------------------------------------------------------------
+# Images
+
+def _decode_pil(data, name, what, mode):
+  import io
+  try:
+    with Image.open(io.BytesIO(data)) as im:
+      im.load()
+      if im.mode != mode:
+        im = im.convert(mode)
+      return np.asarray(im)
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    raise DataError(f"cannot decode {what} {name}: {e}") from None
+
+
+def read_image(path, what="image"):
+  """Reads an image file as H x W x 3 uint8 RGB (PIL `.convert('RGB')`, as the original)."""
+  return _decode_pil(_read_bytes(path, what), path, what, "RGB")
+
+
+def read_gray(path, what="image"):
+  """Reads a single-channel 8-bit image as H x W uint8 (PIL, mode 'L')."""
+  return _decode_pil(_read_bytes(path, what), path, what, "L")
+
+
+def decode_image(data, name="<bytes>"):
+  """Decodes encoded image bytes as H x W x 3 uint8 RGB (PIL)."""
+  return _decode_pil(data, name, "image", "RGB")
+
+
+def encode_jpeg(image, quality=95):
+  """JPEG bytes of an H x W x 3 RGB or H x W grey uint8 array (OpenCV's libjpeg, 4:2:0 chroma)."""
+  import cv2
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    raise ValueError(f"encode_jpeg needs uint8, got {image.dtype}")
+  if image.ndim == 3:
+    image = image[:, :, ::-1]  # RGB -> BGR for OpenCV
+  ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image), [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+  if not ok:
+    raise ValueError("JPEG encoding failed")
+  return buf.tobytes()
+
+
+# ----------------------------------------------------------------------------
+# List files
+
+class ListEntry(NamedTuple):
+  """One line of a list file. Paths are joined with data_root."""
+  img1: str
+  img2: str
+  flow: tuple       # (flowx, flowy) for 'jpg', (flow.flo,) for 'flo'
+  where: str        # 'list_file:line' for error messages
+
+
+def parse_list_line(line, flow_file_type, data_root="", where="<line>"):
+  """Parses one non-empty list line into a ListEntry (DataError naming `where` if malformed)."""
+  if flow_file_type not in LIST_COLUMNS:
+    raise ValueError(f"flow_file_type must be one of {FLOW_FILE_TYPES}, got {flow_file_type!r}")
+  cols = line.split()
+  want = LIST_COLUMNS[flow_file_type]
+  if len(cols) != want:
+    layout = "img1 img2 flowx flowy" if flow_file_type == "jpg" else "img1 img2 flow.flo"
+    raise DataError(f"{where}: expected {want} columns ({layout}) for flow_file_type "
+                    f"{flow_file_type!r}, got {len(cols)}: {line.strip()!r}")
+  paths = [os.path.join(data_root, c) for c in cols]
+  return ListEntry(paths[0], paths[1], tuple(paths[2:]), where)
+
+
+def read_list_files(list_files, data_root="", flow_file_type="jpg"):
+  """Reads the original's list files, lines concatenated in order, into ListEntry tuples.
+
+  Args:
+    list_files: a path or a sequence of paths (config `train_source` / `val_source`).
+    data_root: joined in front of every path in the lists ('' = as written).
+    flow_file_type: 'jpg' (4 columns) or 'flo' (3 columns).
+
+  Blank lines and lines starting with '#' are skipped. Raises DataError naming
+  the file and line for a malformed line, and naming the file for a missing
+  or empty list.
+  """
+  if isinstance(list_files, (str, os.PathLike)):
+    list_files = [list_files]
+  entries = []
+  for lf in list_files:
+    text = _read_bytes(lf, "list file")
+    try:
+      text = text.decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise DataError(f"list file {lf} is not UTF-8 text: {e}") from None
+    n0 = len(entries)
+    for lineno, line in enumerate(text.splitlines(), 1):
+      if not line.strip() or line.lstrip().startswith("#"):
+        continue
+      entries.append(parse_list_line(line, flow_file_type, data_root, f"{lf}:{lineno}"))
+    if len(entries) == n0:
+      raise DataError(f"list file {lf} holds no samples")
+  if not entries:
+    raise DataError("no list files given")
+  return entries
+
+
+def format_list_line(img1, img2, flow_paths):
+  """One list line (paths as given, relative to data_root); no spaces allowed in paths."""
+  cols = [img1, img2, *flow_paths]
+  for c in cols:
+    if not c or any(ch.isspace() for ch in c):
+      raise ValueError(f"list paths cannot be empty or contain whitespace: {c!r}")
+  return " ".join(cols)
+
+
+def write_list_file(path, lines):
+  """Writes list lines (from `format_list_line`) atomically, one per line."""
+  atomic_write_bytes(path, "".join(l + "\n" for l in lines).encode("utf-8"))
+
+
+# ----------------------------------------------------------------------------
+# Whole samples
+
+def read_flow(flow_paths, flow_file_type="jpg"):
+  """Flow from a ListEntry's flow paths: (x.jpg, y.jpg) or (f.flo,)."""
+  if flow_file_type == "jpg":
+    return read_jpg_flow(*flow_paths)
+  if flow_file_type == "flo":
+    return read_flo(flow_paths[0])
+  raise ValueError(f"flow_file_type must be one of {FLOW_FILE_TYPES}, got {flow_file_type!r}")
+
+
+def read_sample(entry, flow_file_type="jpg"):
+  """(img1, img2, flow) for one ListEntry: two H x W x 3 uint8 RGB and H x W x 2 float32.
+
+  Checks, as the original asserts, that both images have the flow's size.
+  """
+  img1 = read_image(entry.img1)
+  img2 = read_image(entry.img2)
+  flow = read_flow(entry.flow, flow_file_type)
+  fh, fw = flow.shape[:2]
+  for path, im in ((entry.img1, img1), (entry.img2, img2)):
+    if im.shape[:2] != (fh, fw):
+      raise DataError(f"{entry.where}: image {path} is {im.shape[1]}x{im.shape[0]} but its flow "
+                      f"{entry.flow[0]} is {fw}x{fh}")
+  return img1, img2, flow
+
+
+# ----------------------------------------------------------------------------
+# TFRecords
+#
+# One tf.train.Example per pair. Feature spec (name: type, meaning):
+TFRECORD_FEATURES = {
+    "img1": ("bytes", "first frame, encoded image bytes (JPEG as on disk)"),
+    "img2": ("bytes", "second frame, encoded image bytes"),
+    "height": ("int64", "frame and flow height"),
+    "width": ("int64", "frame and flow width"),
+    "flow_encoding": ("bytes", "b'jpg', b'float16' or b'float32'"),
+    "flow_x": ("bytes", "'jpg': u plane as an 8-bit grey JPEG (p = (u+50)/100*255); else empty"),
+    "flow_y": ("bytes", "'jpg': v plane as an 8-bit grey JPEG; else empty"),
+    "flow_raw": ("bytes", "'float16'/'float32': H x W x 2 little-endian (u, v) values; else empty"),
+    "key": ("bytes", "img1 path relative to the dataset root, for messages"),
+}
+RECORD_FLOW_ENCODINGS = ("jpg", "float16", "float32")
+
+
+def make_tfrecord_example(img1_bytes, img2_bytes, height, width, key, flow_encoding="jpg",
+                          flow_x=b"", flow_y=b"", flow_raw=b""):
+  """A serialised tf.train.Example with `TFRECORD_FEATURES` (imports TensorFlow)."""
+  import tensorflow as tf
+  if flow_encoding not in RECORD_FLOW_ENCODINGS:
+    raise ValueError(f"flow_encoding must be one of {RECORD_FLOW_ENCODINGS}, got {flow_encoding!r}")
+
+  def b(v):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+  def i(v):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+
+  feats = {
+      "img1": b(img1_bytes), "img2": b(img2_bytes), "height": i(height), "width": i(width),
+      "flow_encoding": b(flow_encoding.encode()), "flow_x": b(flow_x), "flow_y": b(flow_y),
+      "flow_raw": b(flow_raw), "key": b(key.encode() if isinstance(key, str) else key),
+  }
+  # deterministic: map keys sorted, so a rebuild gives byte-identical records
+  return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString(deterministic=True)
+
+
+def tfrecord_feature_spec():
+  """The tf.io.parse_single_example spec for `TFRECORD_FEATURES` (imports TensorFlow)."""
+  import tensorflow as tf
+  spec = {}
+  for name, (kind, _) in TFRECORD_FEATURES.items():
+    if kind == "int64":
+      spec[name] = tf.io.FixedLenFeature([], tf.int64)
+    else:
+      spec[name] = tf.io.FixedLenFeature([], tf.string, default_value=b"")
+  return spec
+
+
+def parse_tfrecord_example(serialized):
+  """Graph-mode parse of one record: {'img1', 'img2': uint8 [H,W,3], 'flow': float32 [H,W,2], 'key'}.
+
+  JPEGs are decoded with dct_method='INTEGER_ACCURATE' (libjpeg's ISLOW IDCT,
+  what PIL uses) and TF's default fancy upscaling: images and flow planes
+  then decode to exactly the pixels PIL gives (`read_image`, `read_jpg_flow`);
+  TF's default dct_method differs by up to ~10 levels. Usable inside tf.data `map`.
+  """
+  import tensorflow as tf
+  ex = tf.io.parse_single_example(serialized, tfrecord_feature_spec())
+  h = tf.cast(ex["height"], tf.int32)
+  w = tf.cast(ex["width"], tf.int32)
+
+  def image(data):
+    im = tf.cond(tf.io.is_jpeg(data),
+                 lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+                 lambda: tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8))
+    return tf.ensure_shape(im, [None, None, 3])
+
+  def jpg_plane(data):
+    p = tf.io.decode_jpeg(data, channels=1, dct_method="INTEGER_ACCURATE")
+    return tf.cast(p[:, :, 0], tf.float32) / 255.0 * 100.0 - 50.0
+
+  def from_jpg():
+    return tf.stack([jpg_plane(ex["flow_x"]), jpg_plane(ex["flow_y"])], axis=-1)
+
+  def from_raw(dtype):
+    return lambda: tf.reshape(tf.cast(tf.io.decode_raw(ex["flow_raw"], dtype, little_endian=True),
+                                      tf.float32), [h, w, 2])
+
+  enc = ex["flow_encoding"]
+  flow = tf.case([(tf.equal(enc, b"float16"), from_raw(tf.float16)),
+                  (tf.equal(enc, b"float32"), from_raw(tf.float32))], default=from_jpg, exclusive=True)
+  flow = tf.ensure_shape(flow, [None, None, 2])
+  return {"img1": image(ex["img1"]), "img2": image(ex["img2"]), "flow": flow, "key": ex["key"]}
+
+
+def decode_tfrecord_example(serialized):
+  """NumPy/PIL decoding of one serialised record (same output as `read_sample`), for tests and tools."""
+  import tensorflow as tf
+  ex = tf.train.Example.FromString(serialized).features.feature
+
+  def get(name):
+    f = ex[name]
+    return f.int64_list.value[0] if name in ("height", "width") else f.bytes_list.value[0]
+
+  key = get("key").decode()
+  h, w = get("height"), get("width")
+  enc = get("flow_encoding").decode()
+  img1 = decode_image(get("img1"), f"{key} (img1 in record)")
+  img2 = decode_image(get("img2"), f"{key} (img2 in record)")
+  if enc == "jpg":
+    px = _decode_pil(get("flow_x"), f"{key} (flow_x in record)", "flow x image", "L")
+    py = _decode_pil(get("flow_y"), f"{key} (flow_y in record)", "flow y image", "L")
+    flow = decode_jpg_flow(px, py)
+  elif enc in ("float16", "float32"):
+    raw = get("flow_raw")
+    dt = np.dtype("<f2" if enc == "float16" else "<f4")
+    if len(raw) != h * w * 2 * dt.itemsize:
+      raise DataError(f"record {key}: flow_raw holds {len(raw)} bytes, {h}x{w}x2 {enc} needs "
+                      f"{h * w * 2 * dt.itemsize}")
+    flow = np.frombuffer(raw, dt).reshape(h, w, 2).astype(np.float32)
+  else:
+    raise DataError(f"record {key}: unknown flow_encoding {enc!r}")
+  return img1, img2, flow, key

@@ -1,0 +1,374 @@
+"""Guidance sampler (cmp_jax.sampling) against hand-checkable cases and a slow transcription of the original.
+
+`_reference_*` below is the original's `utils/data_utils.py` sampler written out from reference §3.4
+(scipy convolve2d, scipy EDT, the O(N^2) neighbor_elim, np.meshgrid grid), with the global numpy RNG
+replaced by a RandomState argument. The fast implementation must give the same points in the same order
+AND leave the RNG in the same state, for the same seed.
+"""
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+from scipy import ndimage, signal
+
+from cmp_jax import sampling
+from cmp_jax.data import formats
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(ROOT, "data", "sample")
+
+
+# ----------------------------------------------------------------------------
+# Slow reference: the original algorithm, step by step (reference §3.4)
+
+def _reference_get_edge(data):
+  sobel = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]]).astype(np.float32)
+  ch_edges = []
+  for k in range(data.shape[2]):
+    ex = signal.convolve2d(data[:, :, k], sobel, boundary="symm", mode="same")
+    ey = signal.convolve2d(data[:, :, k], sobel.T, boundary="symm", mode="same")
+    ch_edges.append(np.sqrt(ex ** 2 + ey ** 2))
+  return sum(ch_edges)
+
+
+def _reference_nms(score, ks):
+  ret = score.copy()
+  ret[score < ndimage.maximum_filter(score, footprint=np.ones((ks, ks)))] = 0.
+  return ret
+
+
+def _reference_neighbor_elim(ph, pw, d, rng):
+  valid = np.ones(len(ph), dtype=np.int64)
+  h_dist = np.fabs(np.tile(ph[:, None], [1, len(ph)]) - np.tile(ph.T[None, :], [len(ph), 1]))
+  w_dist = np.fabs(np.tile(pw[:, None], [1, len(pw)]) - np.tile(pw.T[None, :], [len(pw), 1]))
+  idx1, idx2 = np.where((h_dist < d) & (w_dist < d))
+  for i, j in zip(idx1, idx2):
+    if valid[i] and valid[j] and i != j:
+      if rng.rand() > 0.5:
+        valid[i] = 0
+      else:
+        valid[j] = 0
+  keep = np.where(valid == 1)
+  return ph[keep], pw[keep]
+
+
+def _reference_points(flow, strategy, bg_ratio, nms_ks, max_num_guide, rng):
+  h, w = flow.shape[:2]
+  ds = max(1, max(h, w) // 400)
+  pts_h, pts_w = [], []
+  if "grid" in strategy:
+    stride = int(np.sqrt(1. / bg_ratio))
+    sh = int((h - h // stride * stride) / 2)
+    sw = int((w - w // stride * stride) / 2)
+    mesh = np.meshgrid(np.arange(sh, h, stride), np.arange(sw, w, stride))
+    pts_h.append(np.array(mesh[0].flat))
+    pts_w.append(np.array(mesh[1].flat))
+  if "uniform" in strategy:
+    pts_h.append(rng.randint(0, h, int(bg_ratio * h * w)))
+    pts_w.append(rng.randint(0, w, int(bg_ratio * h * w)))
+  if "gradnms" in strategy:
+    ks = w // ds // 20
+    edge = _reference_get_edge(flow[::ds, ::ds, :])
+    kernel = np.ones((ks, ks), dtype=np.float32) / (ks * ks)
+    subkernel = np.ones((ks // 2, ks // 2), dtype=np.float32) / (ks // 2 * ks // 2)
+    score = signal.convolve2d(edge, kernel, boundary="symm", mode="same")
+    subscore = signal.convolve2d(edge, subkernel, boundary="symm", mode="same")
+    score = score / score.max() - subscore / subscore.max()
+    pth, ptw = np.where(_reference_nms(score, nms_ks) > 0.1)
+    pts_h.append(pth * ds)
+    pts_w.append(ptw * ds)
+  if "watershed" in strategy:
+    edge = _reference_get_edge(flow[::ds, ::ds, :])
+    edge /= max(edge.max(), 0.01)
+    edge = (edge > 0.1).astype(np.float32)
+    ws = ndimage.distance_transform_edt(1 - edge)
+    r = _reference_nms(ws, nms_ks)
+    r[0, :] = 0
+    r[:, 0] = 0
+    r[r.shape[0] - 1, :] = 0
+    r[:, r.shape[1] - 1] = 0
+    pth, ptw = np.where(r > 0)
+    pth, ptw = _reference_neighbor_elim(pth, ptw, (nms_ks - 1) / 2, rng)
+    pts_h.append(pth * ds)
+    pts_w.append(ptw * ds)
+  if "single" in strategy:
+    pth, ptw = np.where((flow[:, :, 0] != 0) | (flow[:, :, 1] != 0))
+    ri = rng.randint(len(pth))
+    pts_h.append(pth[ri:ri + 1])
+    pts_w.append(ptw[ri:ri + 1])
+  pts_h = np.concatenate(pts_h)
+  pts_w = np.concatenate(pts_w)
+  if max_num_guide == -1:
+    max_num_guide = np.inf
+  randsel = rng.permutation(len(pts_h))[:len(pts_h)]
+  selidx = randsel[np.arange(min(max_num_guide, len(randsel)))]
+  return pts_h[selidx], pts_w[selidx]
+
+
+# ----------------------------------------------------------------------------
+# Real flows
+
+def _sample_flows():
+  """Flows of the shipped sample (JPEG-decoded, as training reads them), one per clip and a few more."""
+  entries = formats.read_list_files([os.path.join(SAMPLE, "lists", "train.txt"),
+                                     os.path.join(SAMPLE, "lists", "val.txt")], SAMPLE)
+  picked = entries[::16]
+  return [formats.read_flow(e.flow) for e in picked]
+
+
+def _resize_crop(flow, short=416, crop=384):
+  """The pipeline's geometry (§3.3): short-side resize, values x new_h/h, centre crop."""
+  h, w = flow.shape[:2]
+  if w < h:
+    nw, nh = short, int(short / w * h)
+  else:
+    nh, nw = short, int(short / h * w)
+  f = cv2.resize(flow, (nw, nh), interpolation=cv2.INTER_LINEAR) * (nh / h)
+  y, x = (nh - crop) // 2, (nw - crop) // 2
+  return np.ascontiguousarray(f[y:y + crop, x:x + crop]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def real_flows():
+  flows = _sample_flows()
+  assert len(flows) >= 6
+  return flows
+
+
+def _same(flow, strategy, bg, ks, mx, seed):
+  r1, r2 = np.random.RandomState(seed), np.random.RandomState(seed)
+  a = _reference_points(flow, strategy, bg, ks, mx, r1)
+  b = sampling.guidance_points(flow, strategy, bg, ks, mx, r2)
+  np.testing.assert_array_equal(b[0], a[0])
+  np.testing.assert_array_equal(b[1], a[1])
+  # Same number of draws: the next numbers agree.
+  assert r1.rand() == r2.rand()
+  return len(a[0])
+
+
+# The configs' settings (§5) plus everything the sampler offers.
+CASES = [
+    (("grid", "watershed"), 1.5625e-4, 41, 150),    # AlexNet YFCC
+    (("grid", "watershed"), 2.5e-5, 81, 150),       # paper K=81, G=200
+    (("watershed", "grid"), 3.629e-5, 67, -1),      # ResNet VOC (order of strategy must not matter)
+    (("grid", "watershed"), 1.5625e-4, 15, -1),     # many points: the most neighbor_elim draws
+    (("uniform", "gradnms", "watershed", "single"), 1e-3, 15, 60),
+]
+
+
+def test_same_points_and_rng_as_original_on_real_flows(real_flows):
+  total = 0
+  for i, flow in enumerate(real_flows):
+    for strategy, bg, ks, mx in CASES:
+      total += _same(flow, strategy, bg, ks, mx, seed=i)
+  assert total > 500  # the comparison saw real work
+
+
+def test_same_points_at_crop_384_as_the_pipeline_makes_them(real_flows):
+  for i, flow in enumerate(real_flows[:4]):
+    f = _resize_crop(flow)
+    assert f.shape == (384, 384, 2)
+    for strategy, bg, ks, mx in CASES[:4]:
+      _same(f, strategy, bg, ks, mx, seed=100 + i)
+
+
+def test_same_points_on_unquantised_flow_and_large_frames(real_flows):
+  # Float flow that is not on the JPEG grid, and a frame > 800 px so ds = 2 (edges on a subsampled flow).
+  rs = np.random.RandomState(0)
+  f = cv2.resize(real_flows[0], (850, 420), interpolation=cv2.INTER_CUBIC) + rs.randn(420, 850, 2).astype(np.float32) * 0.01
+  for strategy, bg, ks, mx in CASES:
+    _same(f.astype(np.float32), strategy, bg, ks, mx, seed=7)
+
+
+def test_edges_and_distances_are_bit_identical_to_scipy(real_flows):
+  for flow in real_flows[:3]:
+    np.testing.assert_array_equal(sampling.get_edge(flow), _reference_get_edge(flow))
+    e = _reference_get_edge(flow)
+    e /= e.max()
+    e = e > 0.1
+    np.testing.assert_array_equal(sampling.distance_to_edges(e), ndimage.distance_transform_edt(1 - e.astype(np.float32)))
+
+
+@pytest.mark.parametrize("n,d,seed", [(300, 20.0, 0), (900, 7.0, 1), (50, 40.0, 2)])
+def test_neighbor_elim_matches_the_n_squared_original(n, d, seed):
+  rs = np.random.RandomState(seed)
+  flat = np.sort(rs.choice(200 * 200, n, replace=False))
+  ph, pw = flat // 200, flat % 200  # row-major, as np.where gives them
+  r1, r2 = np.random.RandomState(seed), np.random.RandomState(seed)
+  a = _reference_neighbor_elim(ph, pw, d, r1)
+  b = sampling.neighbor_elim(ph, pw, d, r2)
+  np.testing.assert_array_equal(b[0], a[0])
+  np.testing.assert_array_equal(b[1], a[1])
+  assert r1.rand() == r2.rand()
+  assert len(b[0]) < n  # some were eliminated
+  # Survivors are at least d apart in one axis.
+  dh = np.abs(b[0][:, None] - b[0][None, :])
+  dw = np.abs(b[1][:, None] - b[1][None, :])
+  close = (dh < d) & (dw < d)
+  np.fill_diagonal(close, False)
+  assert not close.any()
+
+
+def test_neighbor_elim_unsorted_input_matches_original():
+  rs = np.random.RandomState(3)
+  ph, pw = rs.randint(0, 100, 200), rs.randint(0, 100, 200)
+  r1, r2 = np.random.RandomState(5), np.random.RandomState(5)
+  a = _reference_neighbor_elim(ph, pw, 10.0, r1)
+  b = sampling.neighbor_elim(ph, pw, 10.0, r2)
+  np.testing.assert_array_equal(b[0], a[0])
+  np.testing.assert_array_equal(b[1], a[1])
+  assert r1.rand() == r2.rand()
+
+
+def test_neighbor_elim_needs_no_n_squared_memory():
+  # 40,000 candidates: the original's N x N float matrices would need ~13 GB each.
+  side = 200
+  ph, pw = np.divmod(np.arange(side * side), side)
+  rng = np.random.RandomState(0)
+  kh, kw = sampling.neighbor_elim(ph, pw, 2.0, rng)
+  assert 0 < len(kh) < side * side
+  grid = np.zeros((side, side), bool)
+  grid[kh, kw] = True
+  # d = 2: no two survivors are 8-neighbours.
+  assert not (grid[1:, :] & grid[:-1, :]).any() and not (grid[:, 1:] & grid[:, :-1]).any()
+
+
+# ----------------------------------------------------------------------------
+# Hand-checkable cases
+
+# reference §3.4 table: bg_ratio -> {crop: rows (= cols for a square crop)}
+GRID_TABLE = {
+    1.5625e-4: {256: [8, 88, 168, 248], 320: [0, 80, 160, 240], 384: [32, 112, 192, 272, 352]},
+    2.5e-5: {256: [28, 228], 320: [60, 260], 384: [92, 292]},
+    3.629e-5: {256: [45, 210], 320: [77, 242], 384: [27, 192, 357]},
+    5.632e-5: {256: [61, 194], 320: [27, 160, 293], 384: [59, 192, 325]},
+    5.74e-5: {256: [62, 193], 320: [29, 160, 291], 384: [61, 192, 323]},
+}
+
+
+@pytest.mark.parametrize("bg_ratio", sorted(GRID_TABLE))
+@pytest.mark.parametrize("crop", [256, 320, 384])
+def test_grid_table(bg_ratio, crop):
+  rows = GRID_TABLE[bg_ratio][crop]
+  ph, pw = sampling.grid_points(crop, crop, bg_ratio)
+  assert sorted(set(ph.tolist())) == rows and sorted(set(pw.tolist())) == rows
+  assert len(ph) == len(rows) ** 2
+  # np.meshgrid(rows, cols).flat order: all rows of column 0 first.
+  assert ph[:len(rows)].tolist() == rows and set(pw[:len(rows)].tolist()) == {rows[0]}
+
+
+def test_grid_stride_truncates_sqrt():
+  assert int(np.sqrt(1 / 3.629e-5)) == 165 and int(np.sqrt(1 / 5.74e-5)) == 131
+
+
+@pytest.mark.parametrize("crop", [256, 320, 384])
+def test_zero_flow_gives_only_grid_points(crop):
+  flow = np.zeros((crop, crop, 2), np.float32)
+  rng = np.random.RandomState(0)
+  sparse, mask = sampling.sample_guidance(flow, ("grid", "watershed"), 1.5625e-4, 41, 150, rng)
+  rows = GRID_TABLE[1.5625e-4][crop]
+  expect = np.zeros((crop, crop), np.float32)
+  expect[np.ix_(rows, rows)] = 1
+  np.testing.assert_array_equal(mask[:, :, 0], expect)
+  assert not sparse.any()
+
+
+def _square_flow(size=128, top=40, left=50, side=36, u=3.0, v=-2.0):
+  flow = np.zeros((size, size, 2), np.float32)
+  flow[top:top + side, left:left + side] = (u, v)
+  return flow
+
+
+def test_translating_square_gives_watershed_points_inside_it():
+  top, left, side = 40, 50, 36
+  flow = _square_flow(top=top, left=left, side=side)
+  for ks in (5, 9, 15):
+    ph, pw = sampling.guidance_points(flow, ("watershed",), 1.5625e-4, ks, -1, np.random.RandomState(ks))
+    assert len(ph) >= 1
+    assert ((ph > top) & (ph < top + side - 1) & (pw > left) & (pw < left + side - 1)).all(), (ks, ph, pw)
+  # The centre of the square is the distance maximum; with a big window it is the only point.
+  ph, pw = sampling.guidance_points(flow, ("watershed",), 1.5625e-4, 41, -1, np.random.RandomState(0))
+  assert len(ph) >= 1 and all(abs(h - (top + side / 2 - 0.5)) <= 1 and abs(w - (left + side / 2 - 0.5)) <= 1
+                              for h, w in zip(ph, pw))
+
+
+def test_sparse_is_flow_at_the_points_and_mask_is_duplicated(real_flows):
+  flow = real_flows[1]
+  sparse, mask = sampling.sample_guidance(flow, ("grid", "watershed"), 1.5625e-4, 15, -1, np.random.RandomState(1))
+  assert sparse.dtype == np.float32 and mask.dtype == np.float32
+  assert sparse.shape == mask.shape == flow.shape
+  np.testing.assert_array_equal(mask[:, :, 0], mask[:, :, 1])
+  assert set(np.unique(mask).tolist()) == {0.0, 1.0}
+  np.testing.assert_array_equal(sparse, flow * mask)
+  ph, pw = sampling.guidance_points(flow, ("grid", "watershed"), 1.5625e-4, 15, -1, np.random.RandomState(1))
+  assert mask[:, :, 0].sum() == len(set(zip(ph.tolist(), pw.tolist())))
+
+
+def test_max_num_guide_is_honoured(real_flows):
+  flow = real_flows[2]
+  n_all = len(sampling.guidance_points(flow, ("grid", "watershed"), 1.5625e-4, 15, -1, np.random.RandomState(0))[0])
+  assert n_all > 20
+  for mx in (1, 7, 20):
+    ph, _ = sampling.guidance_points(flow, ("grid", "watershed"), 1.5625e-4, 15, mx, np.random.RandomState(0))
+    assert len(ph) == mx
+    _, mask = sampling.sample_guidance(flow, ("grid", "watershed"), 1.5625e-4, 15, mx, np.random.RandomState(0))
+    assert mask[:, :, 0].sum() <= mx
+  ph, _ = sampling.guidance_points(flow, ("grid", "watershed"), 1.5625e-4, 15, 10 * n_all, np.random.RandomState(0))
+  assert len(ph) == n_all
+
+
+def test_permutation_is_drawn_even_without_a_limit():
+  flow = np.zeros((64, 64, 2), np.float32)
+  r1, r2 = np.random.RandomState(0), np.random.RandomState(0)
+  sampling.guidance_points(flow, ("grid",), 1 / 400., 15, -1, r1)
+  r2.permutation(len(sampling.grid_points(64, 64, 1 / 400.)[0]))
+  assert r1.rand() == r2.rand()
+
+
+def test_full_returns_the_flow_and_draws_nothing():
+  flow = _square_flow()
+  rng = np.random.RandomState(0)
+  sparse, mask = sampling.sample_guidance(flow, ("grid", "full"), 1.5625e-4, 15, 5, rng)
+  np.testing.assert_array_equal(sparse, flow)
+  assert mask.dtype == np.float32 and (mask == 1).all()
+  assert rng.rand() == np.random.RandomState(0).rand()
+
+
+def test_uniform_draws_bg_ratio_h_w_points():
+  rng = np.random.RandomState(0)
+  ph, pw = sampling.guidance_points(np.zeros((100, 80, 2), np.float32), "uniform", 0.01, 15, -1, rng)
+  assert len(ph) == 80 and ph.max() < 100 and pw.max() < 80
+
+
+def test_single_picks_a_moving_pixel_and_fails_clearly_on_zero_flow():
+  flow = np.zeros((32, 32, 2), np.float32)
+  flow[5, 7] = (1, 0)
+  ph, pw = sampling.guidance_points(flow, "single", 0.01, 3, -1, np.random.RandomState(0))
+  assert (ph.tolist(), pw.tolist()) == ([5], [7])
+  with pytest.raises(ValueError, match="nonzero flow"):
+    sampling.sample_guidance(np.zeros((32, 32, 2), np.float32), "single", 0.01, 3, -1, np.random.RandomState(0))
+
+
+def test_bad_arguments_are_named():
+  flow = np.zeros((32, 32, 2), np.float32)
+  with pytest.raises(ValueError, match="unknown sampling strategy 'grd'"):
+    sampling.sample_guidance(flow, ("grd",), 0.01, 3, -1, np.random.RandomState(0))
+  with pytest.raises(ValueError, match="H x W x 2"):
+    sampling.sample_guidance(np.zeros((32, 32)), ("grid",), 0.01, 3, -1, np.random.RandomState(0))
+  with pytest.raises(ValueError, match="odd"):
+    sampling.nms(np.zeros((8, 8)), 4)
+  with pytest.raises(ValueError, match="guidepoint"):
+    sampling.sample_guidance(flow, ("specified",), 0.01, 3, -1, np.random.RandomState(0))
+
+
+def test_specified_points_are_x_y():
+  flow = _square_flow()
+  _, mask = sampling.sample_guidance(flow, ("specified",), 0.01, 3, -1, np.random.RandomState(0),
+                                     guidepoint=np.array([[10, 3], [60, 50]]))
+  assert mask[3, 10, 0] == 1 and mask[50, 60, 1] == 1 and mask.sum() == 4
+
+
+def test_flow_sampler_is_the_original_name():
+  assert sampling.flow_sampler is sampling.sample_guidance
