@@ -1,0 +1,139 @@
+"""The training loss (DiscreteLoss) and logits -> flow decoding (reference §2).
+
+Layout: logits are [B, h, w, 2 * nbins]; channels [0, nbins) classify the u
+(horizontal) flow bin, [nbins, 2 nbins) the v (vertical) bin. Flow is
+[B, H, W, 2] = (u, v) in pixels.
+
+* Training (`discrete_loss`): the logits are upsampled (bilinear,
+  align_corners=True) to the target's H x W *before* the cross-entropy, which
+  is then CE_u + CE_v, each a mean over all B*H*W pixels. Initial value with
+  the original's init is ~2 ln 99 = 9.19.
+* Inference (`predict_flow`): the soft-argmax (softmax expectation over bin
+  centres) is taken at the decoder resolution, and the resulting 2-channel
+  flow is then upsampled -- fuse, then upsample, as the original's eval().
+"""
+
+from typing import Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cmp_jax.models.layers import resize_bilinear_align_corners
+
+NBINS = 99
+FMAX = 50.0
+
+
+def _check_nbins(nbins: int):
+  if nbins % 2 == 0 or nbins < 1:
+    raise ValueError(f"nbins must be a positive odd number (so that zero flow has its own bin), got {nbins}")
+
+
+def bin_centres(nbins: int = NBINS, fmax: float = FMAX) -> jax.Array:
+  """Centres of the flow bins: -fmax + (k + 0.5) * 2 fmax / nbins, k = 0..nbins-1 (float32).
+
+  For (99, 50): -49.4949, ..., 0 (k=49), ..., 49.4949. Computed as the original's
+  `k * step - fmax + step / 2` in float32.
+  """
+  step = np.float32(2.0 * fmax / nbins)
+  k = np.arange(nbins, dtype=np.float32)
+  return jnp.asarray(k * step - np.float32(fmax) + step / np.float32(2.0))
+
+
+def flow_to_bins(flow: jax.Array, nbins: int = NBINS, fmax: float = FMAX) -> jax.Array:
+  """Quantises flow (any shape) into int32 bin indices in [0, nbins).
+
+  bin = floor((clip(t, -fmax + 1e-3, fmax - 1e-3) + fmax) / step), step = 2 fmax / nbins,
+  in float32 as the original. Bin k covers [-fmax + k step, -fmax + (k + 1) step).
+  """
+  _check_nbins(nbins)
+  step = jnp.float32(2.0 * fmax / nbins)
+  t = jnp.clip(flow.astype(jnp.float32), -fmax + 1e-3, fmax - 1e-3)
+  return jnp.floor((t + jnp.float32(fmax)) / step).astype(jnp.int32)
+
+
+def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-pixel CE: [..., K] float32 logits, [...] int labels -> [...] (logsumexp - target logit)."""
+  target = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+  return jax.nn.logsumexp(logits, axis=-1) - target
+
+
+def discrete_loss_per_sample(logits: jax.Array, flow: jax.Array, nbins: int = NBINS,
+                             fmax: float = FMAX) -> jax.Array:
+  """Per-sample DiscreteLoss [B]: mean over H*W of CE_u + CE_v.
+
+  `discrete_loss` (no weights) is the mean of this over the batch.
+
+  Args:
+    logits: [B, h, w, 2 * nbins] (any float dtype; computed in float32).
+    flow: [B, H, W, 2] dense target flow (u, v) in pixels.
+  """
+  _check_nbins(nbins)
+  if logits.ndim != 4 or logits.shape[-1] != 2 * nbins:
+    raise ValueError(f"logits must be [B, h, w, {2 * nbins}] (2 * nbins channels), got {logits.shape}")
+  if flow.ndim != 4 or flow.shape[-1] != 2 or flow.shape[0] != logits.shape[0]:
+    raise ValueError(f"flow must be [B, H, W, 2] with B = {logits.shape[0]}, got {flow.shape}")
+  logits = resize_bilinear_align_corners(logits.astype(jnp.float32), flow.shape[1:3])
+  bins = flow_to_bins(flow, nbins, fmax)
+  ce_u = _cross_entropy(logits[..., :nbins], bins[..., 0])
+  ce_v = _cross_entropy(logits[..., nbins:], bins[..., 1])
+  return jnp.mean(ce_u, axis=(1, 2)) + jnp.mean(ce_v, axis=(1, 2))
+
+
+def discrete_loss(logits: jax.Array, flow: jax.Array, nbins: int = NBINS, fmax: float = FMAX,
+                  weights: Optional[jax.Array] = None) -> jax.Array:
+  """The original's `DiscreteLoss(nbins, fmax)(logits, flow)`: a float32 scalar.
+
+  Logits are upsampled (bilinear, align_corners=True) to the flow's H x W,
+  then loss = CE(logits[..., :nbins], bin(u)) + CE(logits[..., nbins:], bin(v)),
+  each CE a mean over all B*H*W pixels.
+
+  Args:
+    logits: [B, h, w, 2 * nbins].
+    flow: [B, H, W, 2] dense target flow (u, v) in pixels.
+    weights: optional [B] per-sample weights (e.g. 0 for padding samples in a
+      last partial batch). The loss is then sum_b w_b L_b / sum_b w_b (0 if
+      all weights are 0); with all weights equal it equals the unweighted loss.
+  """
+  per_sample = discrete_loss_per_sample(logits, flow, nbins, fmax)
+  if weights is None:
+    return jnp.mean(per_sample)
+  weights = jnp.asarray(weights, jnp.float32)
+  if weights.shape != per_sample.shape:
+    raise ValueError(f"weights must have shape [B] = {per_sample.shape}, got {weights.shape}")
+  total = jnp.sum(weights)
+  return jnp.sum(weights * per_sample) / jnp.where(total > 0, total, 1.0)
+
+
+def logits_to_flow(logits: jax.Array, nbins: int = NBINS, fmax: float = FMAX) -> jax.Array:
+  """The original's `Fuser`: softmax expectation over bin centres (soft-argmax, not argmax).
+
+  [B, h, w, 2 * nbins] logits -> [B, h, w, 2] float32 flow (u, v) at the same resolution.
+  """
+  _check_nbins(nbins)
+  if logits.shape[-1] != 2 * nbins:
+    raise ValueError(f"logits must have 2 * nbins = {2 * nbins} channels, got {logits.shape}")
+  centres = bin_centres(nbins, fmax)
+  logits = logits.astype(jnp.float32)
+  u = jnp.sum(jax.nn.softmax(logits[..., :nbins], axis=-1) * centres, axis=-1)
+  v = jnp.sum(jax.nn.softmax(logits[..., nbins:], axis=-1) * centres, axis=-1)
+  return jnp.stack([u, v], axis=-1)
+
+
+def predict_flow(logits: jax.Array, size: Optional[Tuple[int, int]] = None, nbins: int = NBINS,
+                 fmax: float = FMAX) -> jax.Array:
+  """Logits -> dense flow as the original's `CMP.eval()`: fuse at the decoder resolution, then upsample.
+
+  Args:
+    logits: [B, h, w, 2 * nbins].
+    size: (H, W) to upsample the flow to (bilinear, align_corners=True),
+      normally the input image size; None keeps the decoder resolution.
+  Returns:
+    [B, H, W, 2] float32 flow (u, v) in pixels. The flow values are *not*
+    rescaled: the network predicts displacements in input-resolution pixels.
+  """
+  flow = logits_to_flow(logits, nbins, fmax)
+  if size is not None:
+    flow = resize_bilinear_align_corners(flow, size)
+  return flow
