@@ -17,17 +17,11 @@ resize) gives errors of 1e-2 or more.
 Train mode in float64 (`test_train_parity_float64`): the exact claim. The Flax model runs under
 `jax.enable_x64(True)` (a context manager, so x64 does not leak into other tests) with float64 parameters,
 statistics and inputs, against PyTorch `model.double()`; outputs and every updated running mean/var must
-agree to max|diff|/max|ref| <= 1e-9 (measured: 1e-14 to 2e-12). cmp_jax/models hard-codes float32 in three
-places, so for this test only (pytest monkeypatch, undone afterwards) they are redirected to float64:
-  * layers.BatchNorm casts its input to `jnp.float32` (statistics and normalisation) and declares its
-    params/batch_stats float32: `layers.jnp` is replaced by a view of jax.numpy whose `float32` is float64;
-  * layers._align_corners_taps computes the interpolation weights in `np.float32` (right for float32,
-    but ATen computes them in double for float64 tensors): `layers.np` likewise;
-  * build_model only accepts model.dtype 'float32'/'bfloat16' (models.DTYPES): 'float64' is added.
-The model code that runs is otherwise unchanged. Measured without the first redirection (BatchNorm
-statistics in float32): 3e-6 (AlexNet) to 5e-4 (ResNet-50 + SkipLayer); without the second (float32
-interpolation weights): 3e-8 to 6e-7. A running-variance update off by a factor 1 + 1e-6 fails this test
-(1e-7) and passes the float32 one.
+agree to max|diff|/max|ref| <= 1e-9 (measured: 1e-14 to 2e-12). The model's float64 mode
+(model.dtype='float64', for tests only) keeps BatchNorm statistics and the align-corners interpolation
+weights in float64 too; in float32 they stay float32 (3e-6 to 5e-4 and 3e-8 to 6e-7 off float64 here), so
+the 1e-9 bound also proves the whole computation ran in float64. A running-variance update off by a factor
+1 + 1e-6 fails this test (1e-7) and passes the float32 one.
 
 Dropout (AlexNet only) is off in train mode on both sides: the PyTorch Dropout modules are put in eval
 mode (the rest of the network stays in train mode), and the Flax model gets no 'dropout' rng, which
@@ -174,22 +168,9 @@ def test_train_parity(case, torch_train):
   assert moved == len(flat_64), "every running statistic should have been updated"
 
 
-class _Float32Is64:
-  """A view of a module (numpy or jax.numpy) whose `float32` is `float64`; everything else is the module's."""
-
-  def __init__(self, module):
-    self._module = module
-
-  def __getattr__(self, attr):
-    return self._module.float64 if attr == "float32" else getattr(self._module, attr)
-
-
 @pytest.fixture
-def float64_models(monkeypatch):
-  """For one test: x64 on, and cmp_jax.models' hard-coded float32 (see the module docstring) made float64."""
-  monkeypatch.setitem(models.DTYPES, "float64", jnp.float64)
-  monkeypatch.setattr(layers, "jnp", _Float32Is64(jnp))
-  monkeypatch.setattr(layers, "np", _Float32Is64(np))
+def float64_models():
+  """For one test: jax x64 on (a context manager, so it does not leak into other tests)."""
   with jax.enable_x64(True):
     yield
   assert not jax.config.jax_enable_x64, "x64 must not leak out of float64_models"
