@@ -9,7 +9,9 @@ reading the original `config.yaml` finds the same words here.
 raises `ConfigError` naming the key and what is wrong with it.
 """
 
+import importlib.util
 import os
+import re
 
 import ml_collections
 
@@ -75,6 +77,9 @@ def base():
   c.data.prefetch = 2
 
   c.batch_size = 12               # PER DEVICE, as in the original
+  # > 0: the GLOBAL batch instead; train.py sets batch_size = global_batch_size / devices and stops if
+  # that does not divide (e.g. a 16-GPU config on 8 devices at the same global batch: 192).
+  c.global_batch_size = -1
   c.val_batch_size = 1            # per device
   c.total_iter = 70000
 
@@ -150,6 +155,8 @@ def validate(c, check_paths=True):
               "keep_checkpoints"):
     if int(c[key]) <= 0:
       _fail(key, f"{c[key]} must be a positive integer")
+  if int(c.global_batch_size) == 0 or int(c.global_batch_size) < -1:
+    _fail("global_batch_size", f"{c.global_batch_size} must be -1 (use batch_size per device) or positive")
   o = c.optimizer
   if len(o.lr_mults) != len(o.lr_steps):
     _fail("optimizer.lr_mults", f"has {len(o.lr_mults)} entries but lr_steps has {len(o.lr_steps)}")
@@ -172,3 +179,19 @@ def validate(c, check_paths=True):
     if d.data_root and not os.path.isdir(d.data_root):
       _fail("data.data_root", f"{d.data_root!r} is not a directory")
   return c
+
+
+def load_config(path):
+  """Imports an ml_collections config file and returns `get_config()` (`path:arg` passes `arg`)."""
+  arg = None
+  if ":" in path and not os.path.exists(path):
+    path, arg = path.rsplit(":", 1)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"config file {path!r} does not exist")
+  name = "_cmp_config_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"config file {path!r} has no get_config()")
+  return module.get_config() if arg is None else module.get_config(arg)

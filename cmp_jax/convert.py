@@ -30,13 +30,14 @@ is allocated) and raises `ConversionError` listing missing, unexpected and mis-s
 import argparse
 import collections
 import functools
-import importlib.util
 import os
 import re
 import sys
 import tempfile
 
 import numpy as np
+
+from cmp_jax import config_lib
 
 PARTS = ("full", "image_encoder")
 
@@ -47,22 +48,6 @@ class ConversionError(ValueError):
 
 # --------------------------------------------------------------------------------------------------
 # Config loading
-
-
-def load_config(path):
-  """Imports an ml_collections config file and returns `get_config()` (`path:arg` passes `arg`)."""
-  arg = None
-  if ":" in path and not os.path.exists(path):
-    path, arg = path.rsplit(":", 1)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"config file {path!r} does not exist")
-  name = "_cmp_config_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise ValueError(f"config file {path!r} has no get_config()")
-  return module.get_config() if arg is None else module.get_config(arg)
 
 
 def _model_cfg(cfg):
@@ -424,7 +409,7 @@ def main(argv=None):
 
   args = parser.parse_args(argv)
   try:
-    config = load_config(args.config)
+    config = config_lib.load_config(args.config)
     if args.command == "from-torch":
       path = from_torch(args.ckpt, config, args.out, part=args.part)
       print(f"wrote cmp-jax checkpoint {path} (part={args.part})")

@@ -42,7 +42,7 @@ from PIL import Image
 
 from cmp_jax import checkpoint as ckpt_lib
 from cmp_jax import config_lib, flowviz, losses, models
-from cmp_jax.convert import load_config
+from cmp_jax.config_lib import load_config
 from cmp_jax.data import formats
 
 MAX_LISTED = 8  # mismatching variables named in an error message before "... and N more"

@@ -1,6 +1,5 @@
 """Every experiment config carries the original's settings (reference §5) and validates."""
 
-import importlib.util
 import math
 import os
 
@@ -31,10 +30,7 @@ TABLE = {
 
 
 def load(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name + ".py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return config_lib.load_config(os.path.join(ROOT, "configs", name + ".py"))
 
 
 def test_every_original_experiment_has_a_config():

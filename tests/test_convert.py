@@ -26,7 +26,7 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def cfg():
-  return convert.load_config(DEMO_CONFIG)
+  return config_lib.load_config(DEMO_CONFIG)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from cmp_jax import checkpoint, flowviz, losses, models, propagate
-from cmp_jax.convert import load_config
+from cmp_jax.config_lib import load_config
 from cmp_jax.data import formats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
