@@ -51,14 +51,18 @@ def _convolve_3x3_symm(x, kernel):
   """
   h, w = x.shape
   p = np.pad(x, 1, mode="symmetric")
-  out = None
+  out, term = None, None
   for m in range(3):
     for n in range(3):
       k = kernel[m, n]
       if k == 0:
         continue
-      term = k * p[2 - m:2 - m + h, 2 - n:2 - n + w]
-      out = term if out is None else out + term
+      view = p[2 - m:2 - m + h, 2 - n:2 - n + w]
+      if out is None:
+        out = k * view
+        term = np.empty_like(out)
+      else:  # out + k * view, in place (same rounding, no temporaries)
+        np.add(out, np.multiply(view, k, out=term), out=out)
   return out
 
 
@@ -69,7 +73,8 @@ def get_edge(flow):
     ch = flow[:, :, k]
     ex = _convolve_3x3_symm(ch, _SOBEL)
     ey = _convolve_3x3_symm(ch, _SOBEL.T)
-    edge = edge + np.sqrt(ex ** 2 + ey ** 2)
+    magnitude = np.sqrt(np.add(np.square(ex, out=ex), np.square(ey, out=ey), out=ex), out=ex)
+    edge = edge + magnitude
   return edge
 
 
@@ -148,9 +153,13 @@ def distance_to_edges(edge):
   squared value rounds back to the integer squared distance, whose float64
   sqrt is what scipy returns. `edge` must have at least one True pixel.
   """
+  return np.sqrt(squared_distance_to_edges(edge).astype(np.float64))
+
+
+def squared_distance_to_edges(edge):
+  """The squared EDT of `distance_to_edges` as exact integers in float32 (< 2**24 for any crop)."""
   d = cv2.distanceTransform((~edge).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-  d = d.astype(np.float64)
-  return np.sqrt(np.round(d * d))
+  return np.round(d * d)
 
 
 def watershed_points(flow, nms_ks, rng):
@@ -164,9 +173,13 @@ def watershed_points(flow, nms_ks, rng):
     # scipy's EDT then measures to a phantom point and the only maximum is a
     # corner, which remove_border drops: the original gets no points here.
     return np.zeros(0, np.int64), np.zeros(0, np.int64)
-  ws = distance_to_edges(edge)
-  nms_res = remove_border(nms(ws, nms_ks))
-  pth, ptw = np.where(nms_res > 0)
+  # nms(distance_to_edges(edge), nms_ks) > 0 on the squared distances: sqrt is strictly increasing on
+  # integers, so the same pixels survive. cv2.dilate with a box kernel is the max filter, BORDER_REFLECT is
+  # scipy's 'reflect'. About 1.5x faster than the scipy route, with identical points (tests/test_sampling.py).
+  d2 = squared_distance_to_edges(edge)
+  local_max = cv2.dilate(d2, np.ones((nms_ks, nms_ks), np.uint8), borderType=cv2.BORDER_REFLECT)
+  keep = remove_border((d2 >= local_max) & (d2 > 0))
+  pth, ptw = np.where(keep)
   pth, ptw = neighbor_elim(pth, ptw, (nms_ks - 1) / 2, rng)
   return pth * ds, ptw * ds
 

@@ -1,0 +1,285 @@
+"""Input pipeline speed: cmp_jax.data.pipeline against a loader written like the original's.
+
+  .venv/bin/python benchmarks/data_pipeline.py                      # the shipped sample, 384x384 crops
+  .venv/bin/python benchmarks/data_pipeline.py --list L.txt --root R --rounds 5 --samples 96
+
+Both sides do the same work per sample, with the original's settings for every YFCC config: short side
+416, crop 384x384, sampler ('grid', 'watershed'), nms_ks 41, bg_ratio 1.5625e-4, max_num_guide 150, jpg
+flows. The reference (`reference_sample`, written from the original's dataset.py / data_utils.py as
+described in reference §3) decodes both frames and both flow planes with PIL, resizes the whole frames with
+PIL bicubic and the whole flow with cv2, crops, normalises both frames, and samples with the original's
+numpy/scipy sampler (scipy convolve2d Sobel, distance_transform_edt, maximum_filter, the O(N^2)
+neighbour elimination with its Python loop). The pipeline runs through tf.data exactly as training uses it
+(make_train_iterator), without image2 (CMP never reads it) and, in a separate row, with it.
+
+Each measurement runs in a fresh process (one per row and round, rounds interleaved) and reports, after a
+warm-up, samples per wall-clock second and samples per CPU-second of the whole process (all its threads).
+On a shared machine the CPU-second figure ("per core") is the steadier one; the ratio column divides by the
+reference measured in the same round. The reference and the 1-thread pipeline use one core
+(cv2.setNumThreads(1), num_threads=1); the 2-thread pipeline shows how it scales.
+
+`reference_sample` is also what tests/test_pipeline.py checks the pipeline against (same frames, same
+RandomState: same crop, same flow, same guidance).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+from PIL import Image
+from scipy import ndimage, signal
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MEAN = np.array([123.675, 116.28, 103.53], np.float32)
+STD = np.array([58.395, 57.12, 57.375], np.float32)
+SETTINGS = dict(short_size=416, crop_size=(384, 384), strategy=("grid", "watershed"), bg_ratio=1.5625e-4,
+                nms_ks=41, max_num_guide=150)
+
+
+# --------------------------------------------------------------------------------------------------
+# The reference: a per-sample loader as the original writes it (reference §3.2-§3.4).
+# --------------------------------------------------------------------------------------------------
+
+def _ref_edge(data):
+  sobel = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]]).astype(np.float32)
+  edges = []
+  for k in range(data.shape[2]):
+    ex = signal.convolve2d(data[:, :, k], sobel, boundary="symm", mode="same")
+    ey = signal.convolve2d(data[:, :, k], sobel.T, boundary="symm", mode="same")
+    edges.append(np.sqrt(ex ** 2 + ey ** 2))
+  return sum(edges)
+
+
+def _ref_nms(score, ks):
+  out = score.copy()
+  out[score < ndimage.maximum_filter(score, footprint=np.ones((ks, ks)))] = 0.
+  return out
+
+
+def _ref_neighbor_elim(ph, pw, d, rs):
+  valid = np.ones(len(ph), dtype=np.int64)
+  h_dist = np.fabs(np.tile(ph[:, None], [1, len(ph)]) - np.tile(ph.T[None, :], [len(ph), 1]))
+  w_dist = np.fabs(np.tile(pw[:, None], [1, len(pw)]) - np.tile(pw.T[None, :], [len(pw), 1]))
+  idx1, idx2 = np.where((h_dist < d) & (w_dist < d))
+  for i, j in zip(idx1, idx2):
+    if valid[i] and valid[j] and i != j:
+      if rs.rand() > 0.5:
+        valid[i] = 0
+      else:
+        valid[j] = 0
+  keep = np.where(valid == 1)
+  return ph[keep], pw[keep]
+
+
+def reference_sampler(flow, strategy, bg_ratio, nms_ks, max_num_guide, rs):
+  """The original's flow_sampler for 'grid' and 'watershed' (np.random -> rs), returns (sparse, mask)."""
+  h, w = flow.shape[:2]
+  ds = max(1, max(h, w) // 400)
+  pts_h, pts_w = [], []
+  if "grid" in strategy:
+    stride = int(np.sqrt(1. / bg_ratio))
+    mesh = np.meshgrid(np.arange(int((h - h // stride * stride) / 2), h, stride),
+                       np.arange(int((w - w // stride * stride) / 2), w, stride))
+    pts_h.append(mesh[0].flat)
+    pts_w.append(mesh[1].flat)
+  if "watershed" in strategy:
+    edge = _ref_edge(flow[::ds, ::ds, :])
+    edge /= max(edge.max(), 0.01)
+    edge = (edge > 0.1).astype(np.float32)
+    ws = ndimage.distance_transform_edt(1 - edge)
+    nms_res = _ref_nms(ws, nms_ks)
+    nms_res[0, :] = nms_res[:, 0] = nms_res[-1, :] = nms_res[:, -1] = 0
+    pth, ptw = np.where(nms_res > 0)
+    pth, ptw = _ref_neighbor_elim(pth, ptw, (nms_ks - 1) / 2, rs)
+    pts_h.append(pth * ds)
+    pts_w.append(ptw * ds)
+  pts_h = np.concatenate([np.asarray(p) for p in pts_h])
+  pts_w = np.concatenate([np.asarray(p) for p in pts_w])
+  if max_num_guide == -1:
+    max_num_guide = np.inf
+  randsel = rs.permutation(len(pts_h))
+  sel = randsel[np.arange(min(max_num_guide, len(randsel)))]
+  pts_h, pts_w = pts_h[sel], pts_w[sel]
+  sparse = np.zeros(flow.shape, dtype=flow.dtype)
+  mask = np.zeros(flow.shape, dtype=np.int64)
+  sparse[:, :, 0][(pts_h, pts_w)] = flow[:, :, 0][(pts_h, pts_w)]
+  sparse[:, :, 1][(pts_h, pts_w)] = flow[:, :, 1][(pts_h, pts_w)]
+  mask[:, :, 0][(pts_h, pts_w)] = 1
+  mask[:, :, 1][(pts_h, pts_w)] = 1
+  return sparse, mask
+
+
+def reference_sample(root, fields, rs, train=True, short_size=416, crop_size=(384, 384),
+                     strategy=("grid", "watershed"), bg_ratio=1.5625e-4, nms_ks=41, max_num_guide=150):
+  """One sample as the original's McImageFlowDataset.__getitem__ (file system, jpg flows, no aug).
+
+  Returns (img1, sparse_flow, mask, flow, img2) as HWC numpy arrays (the original returns CHW tensors).
+  """
+  p = [os.path.join(root, f) for f in fields]
+  flowx = np.array(Image.open(p[2])).astype(np.float32) / 255 * 100 - 50
+  flowy = np.array(Image.open(p[3])).astype(np.float32) / 255 * 100 - 50
+  flow = np.concatenate((flowx[:, :, None], flowy[:, :, None]), axis=2)
+  with Image.open(p[0]) as im:
+    img1 = im.convert("RGB")
+  with Image.open(p[1]) as im:
+    img2 = im.convert("RGB")
+  assert img1.height == flow.shape[0] and img1.width == flow.shape[1]
+  # image_flow_resize
+  w, h = img1.width, img1.height
+  if w < h:
+    neww, newh = short_size, int(short_size / float(w) * h)
+  else:
+    neww, newh = int(short_size / float(h) * w), short_size
+  img1 = img1.resize((neww, newh), Image.BICUBIC)
+  img2 = img2.resize((neww, newh), Image.BICUBIC)
+  flow = cv2.resize(flow.copy(), (neww, newh), interpolation=cv2.INTER_LINEAR) * (float(newh) / h)
+  # image_flow_crop
+  ch, cw = crop_size
+  pad_h, pad_w = max(ch - img1.height, 0), max(cw - img1.width, 0)
+  if pad_h > 0 or pad_w > 0:
+    ph2, pw2 = int(pad_h / 2), int(pad_w / 2)
+    expand = np.zeros((img1.height + pad_h, img1.width + pad_w, 2), dtype=np.float32)
+    expand[ph2:ph2 + img1.height, pw2:pw2 + img1.width, :] = flow
+    flow = expand
+    from PIL import ImageOps  # noqa: PLC0415
+    border = (pw2, ph2, pad_w - pw2, pad_h - ph2)
+    img1 = ImageOps.expand(img1, border=border, fill=(0, 0, 0))
+    img2 = ImageOps.expand(img2, border=border, fill=(0, 0, 0))
+  if train:
+    hoff = int(rs.rand() * (img1.height - ch))
+    woff = int(rs.rand() * (img1.width - cw))
+  else:
+    hoff, woff = (img1.height - ch) // 2, (img1.width - cw) // 2
+  img1 = img1.crop((woff, hoff, woff + cw, hoff + ch))
+  img2 = img2.crop((woff, hoff, woff + cw, hoff + ch))
+  flow = flow[hoff:hoff + ch, woff:woff + cw, :]
+  # to tensor + Normalize
+  img1 = (np.array(img1).astype(np.float32) - MEAN) / STD
+  img2 = (np.array(img2).astype(np.float32) - MEAN) / STD
+  sparse, mask = reference_sampler(flow, strategy, bg_ratio, nms_ks, max_num_guide, rs)
+  return img1, sparse, mask.astype(np.float32), flow, img2
+
+
+# --------------------------------------------------------------------------------------------------
+# Measurements (each in its own process).
+# --------------------------------------------------------------------------------------------------
+
+def _cpu():
+  t = os.times()
+  return t.user + t.system
+
+
+def _lines(list_file):
+  with open(list_file) as f:
+    return [l.split() for l in f if l.strip() and not l.lstrip().startswith("#")]
+
+
+def _run_reference(args):
+  cv2.setNumThreads(1)
+  lines = _lines(args.list)
+  rs = np.random.RandomState(0)
+  for i in range(args.warmup):
+    reference_sample(args.root, lines[i % len(lines)], rs, **SETTINGS)
+  t0, c0 = time.perf_counter(), _cpu()
+  for i in range(args.samples):
+    reference_sample(args.root, lines[i % len(lines)], rs, **SETTINGS)
+  return args.samples, time.perf_counter() - t0, _cpu() - c0
+
+
+def _run_pipeline(args, threads, with_image2):
+  sys.path.insert(0, ROOT)
+  from cmp_jax import config_lib  # noqa: PLC0415
+  from cmp_jax.data import pipeline  # noqa: PLC0415
+  c = config_lib.base()
+  c.data.data_root = args.root
+  c.data.train_source = (args.list,)
+  c.data.num_threads = threads
+  c.data.short_size = SETTINGS["short_size"]
+  c.data.crop_size = SETTINGS["crop_size"]
+  c.batch_size = args.batch
+  it = pipeline.make_train_iterator(c, process_index=0, process_count=1, local_devices=1,
+                                    with_image2=with_image2)
+  for _ in range(max(1, args.warmup // args.batch)):
+    next(it)
+  nb = max(1, args.samples // args.batch)
+  t0, c0 = time.perf_counter(), _cpu()
+  for _ in range(nb):
+    next(it)
+  return nb * args.batch, time.perf_counter() - t0, _cpu() - c0
+
+
+ROWS = {
+    "reference": "straightforward loader (PIL, cv2, scipy sampler), 1 process",
+    "pipeline_1t": "pipeline, num_threads=1",
+    "pipeline_2t": "pipeline, num_threads=2",
+    "pipeline_img2_1t": "pipeline + image2, num_threads=1",
+}
+
+
+def _child(args):
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  if args.child == "reference":
+    n, wall, cpu = _run_reference(args)
+  else:
+    threads = 2 if args.child.endswith("2t") else 1
+    n, wall, cpu = _run_pipeline(args, threads, "img2" in args.child)
+  print("RESULT " + json.dumps({"row": args.child, "n": n, "wall": wall, "cpu": cpu}))
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--list", default=os.path.join(ROOT, "data/sample/lists/train.txt"), help="jpg list file")
+  ap.add_argument("--root", default=os.path.join(ROOT, "data/sample"), help="data_root of the list")
+  ap.add_argument("--samples", type=int, default=96, help="samples timed per measurement")
+  ap.add_argument("--warmup", type=int, default=16)
+  ap.add_argument("--batch", type=int, default=8)
+  ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
+  ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
+  ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+  args = ap.parse_args()
+  if args.child:
+    return _child(args)
+
+  rows = args.rows.split(",")
+  env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+             TF_CPP_MIN_LOG_LEVEL="3")
+  results = {r: [] for r in rows}
+  for rnd in range(args.rounds):
+    for row in rows:
+      cmd = [sys.executable, os.path.abspath(__file__), "--child", row, "--list", args.list, "--root", args.root,
+             "--samples", str(args.samples), "--warmup", str(args.warmup), "--batch", str(args.batch)]
+      out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+      res = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+      if out.returncode or not res:
+        sys.exit(f"{row} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+      r = json.loads(res[0][7:])
+      r["round"] = rnd
+      results[row].append(r)
+      print(f"round {rnd} {row:18s} {r['n'] / r['wall']:7.1f} samples/s wall  {r['n'] / r['cpu']:7.1f} per CPU-s",
+            flush=True)
+
+  def med(row, key):
+    return float(np.median([r["n"] / r[key] for r in results[row]]))
+
+  def ratio(row, key):
+    if "reference" not in results:
+      return float("nan")
+    return float(np.median([a["n"] / a[key] / (b["n"] / b[key])
+                            for a, b in zip(results[row], results["reference"])]))
+
+  ncpu = os.cpu_count()
+  print(f"\nmachine: {ncpu} cores, load average {os.getloadavg()[0]:.1f} at the end; frames: {args.list}; "
+        f"{args.samples} samples x {args.rounds} rounds, medians")
+  print("| loader | samples/s (wall) | samples per CPU-second (per core) | x reference (per core) |")
+  print("|---|---|---|---|")
+  for row in rows:
+    print(f"| {ROWS[row]} | {med(row, 'wall'):.1f} | {med(row, 'cpu'):.1f} | {ratio(row, 'cpu'):.2f} |")
+
+
+if __name__ == "__main__":
+  main()
