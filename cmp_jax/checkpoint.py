@@ -10,6 +10,14 @@ model variables only, so every tool loads either kind.
 
 `--checkpoint PATH` everywhere accepts a workdir, its `checkpoints/` folder, or
 one step folder.
+
+Atomicity (orbax-checkpoint 0.12.8, checked in its source): a save writes
+`checkpoints/<step>.orbax-checkpoint-tmp/`, writes `commit_success.txt` into
+it, then renames it to `checkpoints/<step>/` (one `rename`, atomic on a POSIX
+file system). A process killed mid-save leaves only the
+`*.orbax-checkpoint-tmp` folder: orbax's step listing ignores it, `_resolve`
+here only takes all-digit names, and `train_manager` (orbax's
+cleanup_tmp_directories) deletes such leftovers when a run restarts.
 """
 
 import os
@@ -27,7 +35,8 @@ def manager(directory, keep=None, save_interval_steps=1):
   """A CheckpointManager over `directory` (the `checkpoints/` folder)."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=save_interval_steps,
                                          create=True)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                               item_handlers=ocp.StandardCheckpointHandler())
 
 
 def _resolve(path):
@@ -56,12 +65,34 @@ def save_variables(directory, variables, step=0):
   return os.path.join(os.path.abspath(directory), "checkpoints", str(step))
 
 
+def _host_target(metadata):
+  """A restore target putting every array of a saved tree on this process's first device.
+
+  Without a target orbax rebuilds the saved shardings, which name the devices of the run that wrote them
+  (say 16 GPUs over two hosts); with this one any checkpoint loads on any machine.
+  """
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def leaf(m):
+    if hasattr(m, "shape") and hasattr(m, "dtype"):
+      return jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding)
+    return m
+
+  return jax.tree.map(leaf, metadata)
+
+
+def _restore_to_host(mngr, step):
+  meta = mngr.item_metadata(step)  # needs the manager's item_handlers (else None)
+  tree = getattr(meta, "tree", meta)
+  return mngr.restore(step, args=ocp.args.StandardRestore(_host_target(tree)))
+
+
 def load_variables(path):
   """Loads {'params', 'batch_stats'} (numpy) from a checkpoint path; returns (variables, step)."""
   ckpt_dir, step = _resolve(path)
   mngr = manager(ckpt_dir)
   try:
-    state = mngr.restore(step, args=ocp.args.StandardRestore())
+    state = _restore_to_host(mngr, step)
   except Exception as e:  # orbax raises several types for foreign folders
     raise CheckpointError(f"could not read a checkpoint at {os.path.join(ckpt_dir, str(step))!r}: {e}") from e
   finally:
@@ -69,4 +100,38 @@ def load_variables(path):
   if "params" not in state:
     raise CheckpointError(f"{os.path.join(ckpt_dir, str(step))!r} has no 'params' entry")
   variables = {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
-  return jax.tree.map(np.asarray, variables), step
+  return jax.tree.map(np.array, variables), step  # writable host copies
+
+
+# ---------------------------------------------------------------------------
+# Train state (train.py): saved every save_freq steps, resumed from the latest
+# ---------------------------------------------------------------------------
+
+def train_manager(workdir, keep):
+  """The CheckpointManager of a training run: `<workdir>/checkpoints`, the last `keep` steps kept.
+
+  Saves are asynchronous: the arrays are copied off the devices before `save` returns and the files are
+  written in the background; call `wait_until_finished()` before exiting. Leftover temporary folders of a
+  save that was killed are deleted when the manager starts.
+  """
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options,
+                               item_handlers=ocp.StandardCheckpointHandler())
+
+
+def save_state(mngr, step, state):
+  """Saves the train state (jax arrays, possibly spread over several processes) as `step`, once."""
+  if int(step) in mngr.all_steps():
+    return False
+  return mngr.save(int(step), args=ocp.args.StandardSave(state), force=True)
+
+
+def restore_state(mngr, step, abstract_state):
+  """Restores step `step` onto the shapes, dtypes and shardings of `abstract_state` (ShapeDtypeStructs)."""
+  try:
+    return mngr.restore(int(step), args=ocp.args.StandardRestore(abstract_state))
+  except Exception as e:  # orbax raises several types for foreign or mismatched folders
+    raise CheckpointError(
+        f"could not resume from {os.path.join(str(mngr.directory), str(step))!r}: {e}. It was written for "
+        "another model or optimiser than this config describes: use a new --workdir, or delete its "
+        "checkpoints/ to start over.") from e
