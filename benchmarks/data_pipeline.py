@@ -32,11 +32,14 @@ import time
 import cv2
 import numpy as np
 from PIL import Image
-from scipy import ndimage, signal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 STD = np.array([58.395, 57.12, 57.375], np.float32)
+if ROOT not in sys.path:  # run as a script from anywhere
+  sys.path.insert(0, ROOT)
+from benchmarks import original_sampler  # noqa: E402
+
 SETTINGS = dict(short_size=416, crop_size=(384, 384), strategy=("grid", "watershed"), bg_ratio=1.5625e-4,
                 nms_ks=41, max_num_guide=150)
 
@@ -44,75 +47,6 @@ SETTINGS = dict(short_size=416, crop_size=(384, 384), strategy=("grid", "watersh
 # --------------------------------------------------------------------------------------------------
 # The reference: a per-sample loader as the original writes it (reference §3.2-§3.4).
 # --------------------------------------------------------------------------------------------------
-
-def _ref_edge(data):
-  sobel = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]]).astype(np.float32)
-  edges = []
-  for k in range(data.shape[2]):
-    ex = signal.convolve2d(data[:, :, k], sobel, boundary="symm", mode="same")
-    ey = signal.convolve2d(data[:, :, k], sobel.T, boundary="symm", mode="same")
-    edges.append(np.sqrt(ex ** 2 + ey ** 2))
-  return sum(edges)
-
-
-def _ref_nms(score, ks):
-  out = score.copy()
-  out[score < ndimage.maximum_filter(score, footprint=np.ones((ks, ks)))] = 0.
-  return out
-
-
-def _ref_neighbor_elim(ph, pw, d, rs):
-  valid = np.ones(len(ph), dtype=np.int64)
-  h_dist = np.fabs(np.tile(ph[:, None], [1, len(ph)]) - np.tile(ph.T[None, :], [len(ph), 1]))
-  w_dist = np.fabs(np.tile(pw[:, None], [1, len(pw)]) - np.tile(pw.T[None, :], [len(pw), 1]))
-  idx1, idx2 = np.where((h_dist < d) & (w_dist < d))
-  for i, j in zip(idx1, idx2):
-    if valid[i] and valid[j] and i != j:
-      if rs.rand() > 0.5:
-        valid[i] = 0
-      else:
-        valid[j] = 0
-  keep = np.where(valid == 1)
-  return ph[keep], pw[keep]
-
-
-def reference_sampler(flow, strategy, bg_ratio, nms_ks, max_num_guide, rs):
-  """The original's flow_sampler for 'grid' and 'watershed' (np.random -> rs), returns (sparse, mask)."""
-  h, w = flow.shape[:2]
-  ds = max(1, max(h, w) // 400)
-  pts_h, pts_w = [], []
-  if "grid" in strategy:
-    stride = int(np.sqrt(1. / bg_ratio))
-    mesh = np.meshgrid(np.arange(int((h - h // stride * stride) / 2), h, stride),
-                       np.arange(int((w - w // stride * stride) / 2), w, stride))
-    pts_h.append(mesh[0].flat)
-    pts_w.append(mesh[1].flat)
-  if "watershed" in strategy:
-    edge = _ref_edge(flow[::ds, ::ds, :])
-    edge /= max(edge.max(), 0.01)
-    edge = (edge > 0.1).astype(np.float32)
-    ws = ndimage.distance_transform_edt(1 - edge)
-    nms_res = _ref_nms(ws, nms_ks)
-    nms_res[0, :] = nms_res[:, 0] = nms_res[-1, :] = nms_res[:, -1] = 0
-    pth, ptw = np.where(nms_res > 0)
-    pth, ptw = _ref_neighbor_elim(pth, ptw, (nms_ks - 1) / 2, rs)
-    pts_h.append(pth * ds)
-    pts_w.append(ptw * ds)
-  pts_h = np.concatenate([np.asarray(p) for p in pts_h])
-  pts_w = np.concatenate([np.asarray(p) for p in pts_w])
-  if max_num_guide == -1:
-    max_num_guide = np.inf
-  randsel = rs.permutation(len(pts_h))
-  sel = randsel[np.arange(min(max_num_guide, len(randsel)))]
-  pts_h, pts_w = pts_h[sel], pts_w[sel]
-  sparse = np.zeros(flow.shape, dtype=flow.dtype)
-  mask = np.zeros(flow.shape, dtype=np.int64)
-  sparse[:, :, 0][(pts_h, pts_w)] = flow[:, :, 0][(pts_h, pts_w)]
-  sparse[:, :, 1][(pts_h, pts_w)] = flow[:, :, 1][(pts_h, pts_w)]
-  mask[:, :, 0][(pts_h, pts_w)] = 1
-  mask[:, :, 1][(pts_h, pts_w)] = 1
-  return sparse, mask
-
 
 def reference_sample(root, fields, rs, train=True, short_size=416, crop_size=(384, 384),
                      strategy=("grid", "watershed"), bg_ratio=1.5625e-4, nms_ks=41, max_num_guide=150):
@@ -161,7 +95,7 @@ def reference_sample(root, fields, rs, train=True, short_size=416, crop_size=(38
   # to tensor + Normalize
   img1 = (np.array(img1).astype(np.float32) - MEAN) / STD
   img2 = (np.array(img2).astype(np.float32) - MEAN) / STD
-  sparse, mask = reference_sampler(flow, strategy, bg_ratio, nms_ks, max_num_guide, rs)
+  sparse, mask = original_sampler.flow_sampler(flow, strategy, bg_ratio, nms_ks, max_num_guide, rs)
   return img1, sparse, mask.astype(np.float32), flow, img2
 
 

@@ -1,7 +1,7 @@
 """Guidance sampler (cmp_jax.sampling) against hand-checkable cases and a slow transcription of the original.
 
-`_reference_*` below is the original's `utils/data_utils.py` sampler written out from reference §3.4
-(scipy convolve2d, scipy EDT, the O(N^2) neighbor_elim, np.meshgrid grid), with the global numpy RNG
+`benchmarks/original_sampler.py` is the original's `utils/data_utils.py` sampler written out from reference
+§3.4 (scipy convolve2d, scipy EDT, the O(N^2) neighbor_elim, np.meshgrid grid), with the global numpy RNG
 replaced by a RandomState argument. The fast implementation must give the same points in the same order
 AND leave the RNG in the same state, for the same seed.
 """
@@ -11,100 +11,14 @@ import os
 import cv2
 import numpy as np
 import pytest
-from scipy import ndimage, signal
+from scipy import ndimage
 
+from benchmarks import original_sampler as original
 from cmp_jax import sampling
 from cmp_jax.data import formats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "data", "sample")
-
-
-# ----------------------------------------------------------------------------
-# Slow reference: the original algorithm, step by step (reference §3.4)
-
-def _reference_get_edge(data):
-  sobel = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]]).astype(np.float32)
-  ch_edges = []
-  for k in range(data.shape[2]):
-    ex = signal.convolve2d(data[:, :, k], sobel, boundary="symm", mode="same")
-    ey = signal.convolve2d(data[:, :, k], sobel.T, boundary="symm", mode="same")
-    ch_edges.append(np.sqrt(ex ** 2 + ey ** 2))
-  return sum(ch_edges)
-
-
-def _reference_nms(score, ks):
-  ret = score.copy()
-  ret[score < ndimage.maximum_filter(score, footprint=np.ones((ks, ks)))] = 0.
-  return ret
-
-
-def _reference_neighbor_elim(ph, pw, d, rng):
-  valid = np.ones(len(ph), dtype=np.int64)
-  h_dist = np.fabs(np.tile(ph[:, None], [1, len(ph)]) - np.tile(ph.T[None, :], [len(ph), 1]))
-  w_dist = np.fabs(np.tile(pw[:, None], [1, len(pw)]) - np.tile(pw.T[None, :], [len(pw), 1]))
-  idx1, idx2 = np.where((h_dist < d) & (w_dist < d))
-  for i, j in zip(idx1, idx2):
-    if valid[i] and valid[j] and i != j:
-      if rng.rand() > 0.5:
-        valid[i] = 0
-      else:
-        valid[j] = 0
-  keep = np.where(valid == 1)
-  return ph[keep], pw[keep]
-
-
-def _reference_points(flow, strategy, bg_ratio, nms_ks, max_num_guide, rng):
-  h, w = flow.shape[:2]
-  ds = max(1, max(h, w) // 400)
-  pts_h, pts_w = [], []
-  if "grid" in strategy:
-    stride = int(np.sqrt(1. / bg_ratio))
-    sh = int((h - h // stride * stride) / 2)
-    sw = int((w - w // stride * stride) / 2)
-    mesh = np.meshgrid(np.arange(sh, h, stride), np.arange(sw, w, stride))
-    pts_h.append(np.array(mesh[0].flat))
-    pts_w.append(np.array(mesh[1].flat))
-  if "uniform" in strategy:
-    pts_h.append(rng.randint(0, h, int(bg_ratio * h * w)))
-    pts_w.append(rng.randint(0, w, int(bg_ratio * h * w)))
-  if "gradnms" in strategy:
-    ks = w // ds // 20
-    edge = _reference_get_edge(flow[::ds, ::ds, :])
-    kernel = np.ones((ks, ks), dtype=np.float32) / (ks * ks)
-    subkernel = np.ones((ks // 2, ks // 2), dtype=np.float32) / (ks // 2 * ks // 2)
-    score = signal.convolve2d(edge, kernel, boundary="symm", mode="same")
-    subscore = signal.convolve2d(edge, subkernel, boundary="symm", mode="same")
-    score = score / score.max() - subscore / subscore.max()
-    pth, ptw = np.where(_reference_nms(score, nms_ks) > 0.1)
-    pts_h.append(pth * ds)
-    pts_w.append(ptw * ds)
-  if "watershed" in strategy:
-    edge = _reference_get_edge(flow[::ds, ::ds, :])
-    edge /= max(edge.max(), 0.01)
-    edge = (edge > 0.1).astype(np.float32)
-    ws = ndimage.distance_transform_edt(1 - edge)
-    r = _reference_nms(ws, nms_ks)
-    r[0, :] = 0
-    r[:, 0] = 0
-    r[r.shape[0] - 1, :] = 0
-    r[:, r.shape[1] - 1] = 0
-    pth, ptw = np.where(r > 0)
-    pth, ptw = _reference_neighbor_elim(pth, ptw, (nms_ks - 1) / 2, rng)
-    pts_h.append(pth * ds)
-    pts_w.append(ptw * ds)
-  if "single" in strategy:
-    pth, ptw = np.where((flow[:, :, 0] != 0) | (flow[:, :, 1] != 0))
-    ri = rng.randint(len(pth))
-    pts_h.append(pth[ri:ri + 1])
-    pts_w.append(ptw[ri:ri + 1])
-  pts_h = np.concatenate(pts_h)
-  pts_w = np.concatenate(pts_w)
-  if max_num_guide == -1:
-    max_num_guide = np.inf
-  randsel = rng.permutation(len(pts_h))[:len(pts_h)]
-  selidx = randsel[np.arange(min(max_num_guide, len(randsel)))]
-  return pts_h[selidx], pts_w[selidx]
 
 
 # ----------------------------------------------------------------------------
@@ -139,7 +53,7 @@ def real_flows():
 
 def _same(flow, strategy, bg, ks, mx, seed):
   r1, r2 = np.random.RandomState(seed), np.random.RandomState(seed)
-  a = _reference_points(flow, strategy, bg, ks, mx, r1)
+  a = original.flow_sampler_points(flow, strategy, bg, ks, mx, r1)
   b = sampling.guidance_points(flow, strategy, bg, ks, mx, r2)
   np.testing.assert_array_equal(b[0], a[0])
   np.testing.assert_array_equal(b[1], a[1])
@@ -184,8 +98,8 @@ def test_same_points_on_unquantised_flow_and_large_frames(real_flows):
 
 def test_edges_and_distances_are_bit_identical_to_scipy(real_flows):
   for flow in real_flows[:3]:
-    np.testing.assert_array_equal(sampling.get_edge(flow), _reference_get_edge(flow))
-    e = _reference_get_edge(flow)
+    np.testing.assert_array_equal(sampling.get_edge(flow), original.get_edge(flow))
+    e = original.get_edge(flow)
     e /= e.max()
     e = e > 0.1
     np.testing.assert_array_equal(sampling.distance_to_edges(e), ndimage.distance_transform_edt(1 - e.astype(np.float32)))
@@ -197,7 +111,7 @@ def test_neighbor_elim_matches_the_n_squared_original(n, d, seed):
   flat = np.sort(rs.choice(200 * 200, n, replace=False))
   ph, pw = flat // 200, flat % 200  # row-major, as np.where gives them
   r1, r2 = np.random.RandomState(seed), np.random.RandomState(seed)
-  a = _reference_neighbor_elim(ph, pw, d, r1)
+  a = original.neighbor_elim(ph, pw, d, r1)
   b = sampling.neighbor_elim(ph, pw, d, r2)
   np.testing.assert_array_equal(b[0], a[0])
   np.testing.assert_array_equal(b[1], a[1])
@@ -215,7 +129,7 @@ def test_neighbor_elim_unsorted_input_matches_original():
   rs = np.random.RandomState(3)
   ph, pw = rs.randint(0, 100, 200), rs.randint(0, 100, 200)
   r1, r2 = np.random.RandomState(5), np.random.RandomState(5)
-  a = _reference_neighbor_elim(ph, pw, 10.0, r1)
+  a = original.neighbor_elim(ph, pw, 10.0, r1)
   b = sampling.neighbor_elim(ph, pw, 10.0, r2)
   np.testing.assert_array_equal(b[0], a[0])
   np.testing.assert_array_equal(b[1], a[1])
