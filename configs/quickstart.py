@@ -1,22 +1,24 @@
-"""Quick start: CMP (AlexNet-BN + Plain decoder) on the small real sample shipped in data/sample.
+"""Quick start: CMP (dilated ResNet-18 + Plain decoder) on the small real sample shipped in data/sample.
 
-The original architecture, loss and sampler; the data, crop, batch, schedule, guidance density and flow
-augmentation are scaled for a 2-core CPU:
+The original's CMP (dilated ResNet image encoder at output stride 8, ShallowNet-8x, Plain decoder with
+combo (1, 2, 4), DiscreteLoss, grid + watershed guidance), with ResNet-18 in place of ResNet-50 and the data,
+crop, batch, schedule, guidance density and flow augmentation scaled for a 2-core CPU:
 
-  bash quickstart.sh                                   # setup, train, validate, export (~4 min on 2 cores)
+  bash quickstart.sh                                   # setup, train, validate, export (~6 min on 2 cores)
   python train.py --config configs/quickstart.py --workdir runs/quickstart
 
-Expected (whole val list, 22 pairs of two clips unseen in training, deterministic on CPU): end-point error
-below the zero-flow baseline on all pixels and on moving (> 1 px) pixels, by a little: 2.148 vs 2.167 px and
-3.003 vs 3.032 px (2.122 / 2.966 at step 200). The nearest-guidance baseline (0.374 / 0.481 px) is far
-better: 300 steps teach the network the flow statistics and little of using the guidance, which takes the
-original's tens of thousands of steps. A check that training works end to end, not a result.
+Expected (whole val list, 22 pairs of two clips never seen in training, deterministic on CPU): end-point
+error 1.764 px on all pixels and 2.439 px on moving (> 1 px) pixels, against 2.167 / 3.032 px for zero flow
+(1.894 / 2.635 at step 200). The nearest-guidance baseline (0.374 / 0.481 px) is still far better: 300
+steps on 105 pairs teach the flow statistics and some use of the guidance, which takes the original tens of
+thousands of steps. A check that training works end to end, not a result.
 
-Tuning notes (each tried for 600 steps): lr 0.1 (the original's, for a global batch of 96-192) overfits the
-three training clips' motion and ends above the zero-flow error; flip/reverse/rotate augmentation removes
-that directional prior; lr 0.01 reaches its best validation EPE around step 200 and drifts up after, so the
-schedule stops there (x0.1 at 200 and 250). A grid point every 16 px (sample_bg_ratio 1/256) plus the
-watershed points gives ~85 guidance points per 128x128 crop.
+Why ResNet-18 (the original's ResNet-18 crashes; ours is fixed, see cmp_jax/models/resnet.py): at a 128 px
+crop AlexNet-32x predicts a 4x4 grid; with the same schedule it ended at 2.148 / 3.003 px, barely below
+zero flow. Tuning notes (600-step trials with AlexNet): lr 0.1 (the original's, for a global batch of
+96-192) overfits the three training clips' motion; flip/reverse/rotate augmentation removes that
+directional prior; lr 0.01 with drops at 200 and 250 works best. A grid point every 16 px
+(sample_bg_ratio 1/256) plus the watershed points gives ~85 guidance points per 128x128 crop.
 """
 
 from cmp_jax import config_lib
@@ -24,8 +26,8 @@ from cmp_jax import config_lib
 
 def get_config():
   c = config_lib.base()
-  c.model.image_encoder = "alexnet_fcn_32x"
-  c.model.sparse_encoder = "shallownet32x"
+  c.model.image_encoder = "resnet18"
+  c.model.sparse_encoder = "shallownet8x"
   c.model.flow_decoder = "MotionDecoderPlain"
   c.model.skip_layer = False
   c.model.decoder_combo = (1, 2, 4)

@@ -1,6 +1,6 @@
 """Image + arrows -> flow (cmp_jax.propagate): preprocessing geometry, sparse input, the CLI end to end.
 
-The model is configs/quickstart.py's (AlexNet-32x + Plain, 128 x 128 crop). Its checkpoint holds
+The model is configs/quickstart.py's (ResNet-18 + Plain, 128 x 128 crop). Its checkpoint holds
 variables with the structure of model.init (from jax.eval_shape) filled with small random numbers,
 except the decoder head's bias, which puts the u logits' mass on bin 60 and the v logits' on bin 49,
 so the predicted flow is known: u = centre of bin 60 = -50 + 60.5 * 100/99 = 11.11 px, v = 0.
@@ -175,7 +175,7 @@ def test_propagator_matches_the_model_and_decoding(tiny):
   image = propagate.normalise(crop, config.data.image_mean, config.data.image_std)[None]
   sparse = propagate.sparse_input(guides, 128, 128)[None]
   logits = jax.jit(lambda v, i, s: model.apply(v, i, s, train=False))(variables, image, sparse)
-  assert logits.shape == (1, 4, 4, 198)  # AlexNet-32x + Plain: 1/32 of the crop
+  assert logits.shape == (1, 16, 16, 198)  # dilated ResNet + Plain: 1/8 of the crop
   np.testing.assert_allclose(flow, losses.predict_flow(logits, size=(128, 128))[0], atol=1e-5)
   # The guidance reaches the network: without it the flow differs (a little, with these weights; the
   # computation is deterministic, so ignoring the guidance would give identical numbers).
@@ -270,7 +270,7 @@ def test_cli_input_errors(tiny, tmp_path, capsys):
   rc, err = _run_main(base + ["--image", str(image), "--config.data.crop_sise=(64,64)"], capsys)
   assert rc == 2 and "no key config.data.crop_sise" in err
   rc, err = _run_main(base + ["--image", str(image), "--config.data.crop_size=(100,100)"], capsys)
-  assert rc == 2 and "config.data.crop_size" in err and "multiples of 32" in err
+  assert rc == 2 and "config.data.crop_size" in err and "multiples of 8" in err
   assert not (tmp_path / "f.png").exists()
 
 
