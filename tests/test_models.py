@@ -212,7 +212,8 @@ def _load_config(name):
 CONFIGS = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".py"))
 # Decoder output side at 384 / 320 / 256 (Appendix B).
 EXPECTED_LOGITS = {"alexnet_fcn_32x": {384: 12, 320: 10, 256: 8},
-                   "resnet50": {384: 48, 320: 40, 256: 32}}
+                   "resnet50": {384: 48, 320: 40, 256: 32},
+                   "resnet18": {384: 48, 320: 40, 256: 32}}
 
 
 @pytest.mark.parametrize("name", CONFIGS)
