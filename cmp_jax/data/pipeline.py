@@ -842,6 +842,20 @@ def _configure_threads():
   cv2.setNumThreads(1)
 
 
+def _make_loader(config, split, per_device_batch, process_index, process_count, local_devices, with_image2,
+                 caller):
+  """The per-sample loader of one split for this host (its source, settings, batch geometry, bad-sample stats)."""
+  _configure_threads()
+  per_host, gbs, host, _ = _hosts(per_device_batch, process_index, process_count, local_devices, caller)
+  d = config.data
+  skip = bool(d.skip_bad_samples)
+  stats = BadSampleStats()
+  source = make_source(config, split, skip_malformed=skip, stats=stats)
+  settings = Settings.from_config(config, with_image2)
+  return _Loader(source, settings, config.seed, split == "train", skip, stats, per_host, gbs, host, d.image_mean,
+                 d.image_std)
+
+
 def make_train_iterator(config, *, start_step=0, process_index=None, process_count=None, local_devices=None,
                         with_image2=False):
   """This host's training batches, step start_step onwards (see the module docstring).
@@ -858,18 +872,12 @@ def make_train_iterator(config, *, start_step=0, process_index=None, process_cou
     TrainIterator: next() -> {'image', 'flow', 'sparse', 'index'[, 'image2']} numpy arrays of
     config.batch_size * local_devices samples; `.bad_samples` counts skipped samples.
   """
-  _configure_threads()
-  per_host, gbs, host, _ = _hosts(config.batch_size, process_index, process_count, local_devices,
-                                  "make_train_iterator")
-  d = config.data
-  skip = bool(d.skip_bad_samples)
-  stats = BadSampleStats()
-  source = make_source(config, "train", skip_malformed=skip, stats=stats)
-  settings = Settings.from_config(config, with_image2)
-  loader = _Loader(source, settings, config.seed, True, skip, stats, per_host, gbs, host, d.image_mean,
-                   d.image_std)
-  ds = _dataset(loader, tf.data.Dataset.range(int(start_step), 2 ** 62), d.num_threads, d.prefetch, train=True)
-  return TrainIterator(ds, loader, stats, None, per_host, gbs, start_step=int(start_step))
+  loader = _make_loader(config, "train", config.batch_size, process_index, process_count, local_devices,
+                        with_image2, "make_train_iterator")
+  ds = _dataset(loader, tf.data.Dataset.range(int(start_step), 2 ** 62), config.data.num_threads,
+                config.data.prefetch, train=True)
+  return TrainIterator(ds, loader, loader.stats, None, loader.per_host, loader.global_batch,
+                       start_step=int(start_step))
 
 
 def make_val_iterator(config, *, process_index=None, process_count=None, local_devices=None,
@@ -883,18 +891,11 @@ def make_val_iterator(config, *, process_index=None, process_count=None, local_d
     ValIterator: iterating gives {'image', 'flow', 'sparse', 'index', 'valid'[, 'image2']}; the last
     batch is padded (valid=False). len() = ceil(N / global batch), or max_batches if smaller.
   """
-  _configure_threads()
-  per_host, gbs, host, _ = _hosts(config.val_batch_size, process_index, process_count, local_devices,
-                                  "make_val_iterator")
-  d = config.data
-  skip = bool(d.skip_bad_samples)
-  stats = BadSampleStats()
-  source = make_source(config, "val", skip_malformed=skip, stats=stats)
-  settings = Settings.from_config(config, with_image2)
-  loader = _Loader(source, settings, config.seed, False, skip, stats, per_host, gbs, host, d.image_mean,
-                   d.image_std)
-  steps = -(-loader.n // gbs)
+  loader = _make_loader(config, "val", config.val_batch_size, process_index, process_count, local_devices,
+                        with_image2, "make_val_iterator")
+  steps = -(-loader.n // loader.global_batch)
   if max_batches is not None and max_batches >= 0:
     steps = min(steps, int(max_batches))
-  ds = _dataset(loader, tf.data.Dataset.range(steps), d.num_threads, d.prefetch, train=False)
-  return ValIterator(ds, loader, stats, steps, per_host, gbs)
+  ds = _dataset(loader, tf.data.Dataset.range(steps), config.data.num_threads, config.data.prefetch,
+                train=False)
+  return ValIterator(ds, loader, loader.stats, steps, loader.per_host, loader.global_batch)
