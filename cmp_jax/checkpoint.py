@@ -31,10 +31,13 @@ class CheckpointError(ValueError):
   """A checkpoint path is missing or does not hold a CMP checkpoint."""
 
 
-def manager(directory, keep=None, save_interval_steps=1):
-  """A CheckpointManager over `directory` (the `checkpoints/` folder)."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=save_interval_steps,
-                                         create=True)
+def manager(directory, keep=None, cleanup_tmp=False):
+  """A CheckpointManager over `directory` (the `checkpoints/` folder), keeping the last `keep` steps.
+
+  cleanup_tmp deletes the temporary folders of interrupted saves when the manager starts: only for the
+  run that owns the folder, never for a reader (it could delete a save in progress).
+  """
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=cleanup_tmp)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                item_handlers=ocp.StandardCheckpointHandler())
 
@@ -114,9 +117,7 @@ def train_manager(workdir, keep):
   written in the background; call `wait_until_finished()` before exiting. Leftover temporary folders of a
   save that was killed are deleted when the manager starts.
   """
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options,
-                               item_handlers=ocp.StandardCheckpointHandler())
+  return manager(os.path.join(workdir, "checkpoints"), keep, cleanup_tmp=True)
 
 
 def save_state(mngr, step, state):

@@ -100,7 +100,8 @@ _TRAIN, _VAL, _SUBSTITUTE, _SHUFFLE = 1, 2, 3, 4
 # In skip mode, the number of random substitutes tried for one bad slot before giving up.
 MAX_SUBSTITUTE_TRIES = 100
 # jpg flow decoding as the original: float32(p) / 255 * 100 - 50, as a lookup table (same float32 values).
-_JPG_FLOW_LUT = np.arange(256).astype(np.float32) / 255 * 100 - 50
+# Flow value of each 8-bit JPEG level, the original's decoding (formats.decode_jpg_flow) as a lookup table.
+_JPG_FLOW_LUT = formats.decode_jpg_flow(*[np.arange(256, dtype=np.uint8)[None]] * 2)[0, :, 0]
 
 
 class BadSampleError(formats.DataError):
