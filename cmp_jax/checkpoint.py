@@ -4,8 +4,8 @@ Layout. A run's workdir holds `checkpoints/<step>/` written by orbax's
 CheckpointManager (it writes to a temporary name and renames on commit, so a
 crash mid-save leaves no half-written step that `latest` could pick). Each step
 holds one pytree, the train state: a dict with at least `params` and
-`batch_stats` (Flax variable collections); training adds `opt`, `step` and the
-data position. `cmp_jax.convert from-torch` writes the same layout with the
+`batch_stats` (Flax variable collections); training adds `opt` and `step` (which
+is also the position of the data stream). `cmp_jax.convert from-torch` writes the same layout with the
 model variables only, so every tool loads either kind.
 
 `--checkpoint PATH` everywhere accepts a workdir, its `checkpoints/` folder, or
@@ -25,6 +25,7 @@ import os
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import traverse_util
 
 
 class CheckpointError(ValueError):
@@ -66,6 +67,46 @@ def save_variables(directory, variables, step=0):
   mngr.wait_until_finished()
   mngr.close()
   return os.path.join(os.path.abspath(directory), "checkpoints", str(step))
+
+
+def mismatch_report(what, missing=(), unexpected=(), misshaped=(), hint="", limit=60):
+  """The one message for "these weights do not fit this model", as every loader reports it.
+
+  `missing` / `unexpected`: variable names; `misshaped`: (name, shape found, shape the model needs).
+  """
+  lines = [f"{what} does not match the model the config describes:"]
+  misshaped = [f"{k}: {tuple(got)} -> {tuple(want)}" for k, got, want in misshaped]
+  for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                       ("mis-shaped keys (key: found -> expected)", misshaped)):
+    if items:
+      lines.append(f"  {len(items)} {title}:")
+      lines += [f"    {x}" for x in list(items)[:limit]]
+      if len(items) > limit:
+        lines.append(f"    ... and {len(items) - limit} more")
+  if hint:
+    lines.append(hint)
+  return "\n".join(lines)
+
+
+def check_variables(expected, loaded, where="checkpoint"):
+  """Raises CheckpointError (a `mismatch_report`) unless `loaded` has exactly the variables of `expected`.
+
+  Both are {'params', 'batch_stats'} trees; `expected` of arrays or ShapeDtypeStructs (e.g. from
+  `jax.eval_shape` of the model's init), `loaded` of arrays (e.g. from `load_variables`).
+  """
+  def flat(tree):
+    return traverse_util.flatten_dict({c: tree.get(c, {}) for c in ("params", "batch_stats")}, sep="/")
+
+  exp, got = flat(expected), flat(loaded)
+  missing = sorted(set(exp) - set(got))
+  unexpected = sorted(set(got) - set(exp))
+  misshaped = [(k, np.shape(got[k]), exp[k].shape) for k in sorted(set(exp) & set(got))
+               if tuple(np.shape(got[k])) != tuple(exp[k].shape)]
+  if missing or unexpected or misshaped:
+    raise CheckpointError(mismatch_report(
+        where, missing, unexpected, misshaped,
+        "(was it trained with another config? original PyTorch weights convert with "
+        "python -m cmp_jax.convert from-torch)"))
 
 
 def _host_target(metadata):

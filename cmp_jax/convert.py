@@ -27,17 +27,16 @@ Every conversion checks keys and shapes against the model built from the config 
 is allocated) and raises `ConversionError` listing missing, unexpected and mis-shaped keys.
 """
 
-import argparse
 import collections
 import functools
 import os
 import re
 import sys
-import tempfile
 
 import numpy as np
+from absl import flags
 
-from cmp_jax import config_lib
+from cmp_jax import cli, config_lib, fileio
 
 PARTS = ("full", "image_encoder")
 
@@ -192,17 +191,8 @@ def _to_numpy(value):
 
 
 def _fail_listing(what, missing, unexpected, misshaped, hint=""):
-  lines = [f"{what} does not match the model the config describes:"]
-  for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                       ("mis-shaped keys (key: got -> expected)", misshaped)):
-    if items:
-      lines.append(f"  {len(items)} {title}:")
-      lines += [f"    {x}" for x in items[:60]]
-      if len(items) > 60:
-        lines.append(f"    ... and {len(items) - 60} more")
-  if hint:
-    lines.append(hint)
-  raise ConversionError("\n".join(lines))
+  from cmp_jax import checkpoint
+  raise ConversionError(checkpoint.mismatch_report(what, missing, unexpected, misshaped, hint))
 
 
 def strip_prefix(state_dict, prefix):
@@ -243,7 +233,7 @@ def torch_state_dict_to_flax(state_dict, model_cfg, part="full"):
       continue
     value = _to_numpy(state_dict[key])
     if tuple(value.shape) != shape:
-      misshaped.append(f"{key}: {tuple(value.shape)} -> {shape}")
+      misshaped.append((key, value.shape, shape))
       continue
     if path[-1] == "kernel":
       value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
@@ -327,7 +317,7 @@ def flax_to_torch_state_dict(variables, model_cfg, part="full", prefix="", num_b
     if path[-1] == "kernel":
       value = value.transpose(3, 2, 0, 1)  # HWIO -> OIHW
     if tuple(value.shape) != shape:
-      misshaped.append(f"{key}: {tuple(value.shape)} -> {shape}")
+      misshaped.append((key, value.shape, shape))
       continue
     out[prefix + key] = torch.from_numpy(np.ascontiguousarray(value))
   if missing or misshaped:
@@ -337,20 +327,8 @@ def flax_to_torch_state_dict(variables, model_cfg, part="full", prefix="", num_b
 
 def _atomic_torch_save(obj, path):
   torch = _import_torch()
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-  os.close(fd)
-  try:
+  with fileio.atomic_path(path) as tmp:
     torch.save(obj, tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -365,7 +343,9 @@ def from_torch(ckpt, config, out, part="full"):
     variables = torch_state_dict_to_flax(state_dict, config, part=part)
   except ConversionError as e:
     raise ConversionError(f"{ckpt}: {e}") from None
-  return checkpoint.save_variables(out, variables, step)
+  path = checkpoint.save_variables(out, variables, step)
+  fileio.atomic_write_bytes(os.path.join(out, "config.json"), config.to_json_best_effort(indent=2).encode())
+  return path
 
 
 def to_torch(checkpoint_path, config, out, part="image_encoder"):
@@ -385,42 +365,44 @@ def to_torch(checkpoint_path, config, out, part="image_encoder"):
   return os.path.abspath(out), step
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(
-      prog="python -m cmp_jax.convert",
-      description="Convert CMP weights between cmp-jax checkpoints and the original PyTorch layout.")
-  sub = parser.add_subparsers(dest="command", required=True)
+def define_flags(fv):
+  flags.DEFINE_string("checkpoint", None, "to-torch: a workdir, its checkpoints/ folder, or one step folder",
+                      flag_values=fv)
+  flags.DEFINE_string("out", None, "from-torch: output directory (OUT/checkpoints/<step>/ and OUT/config.json); "
+                      "to-torch: output .pth file (written atomically)", flag_values=fv)
+  flags.DEFINE_enum("part", None, PARTS, "full (from-torch default): the whole model; image_encoder (to-torch "
+                    "default): the image encoder only, as the original's tools/weight_process.py writes it",
+                    flag_values=fv)
 
-  p = sub.add_parser("from-torch", help="original .pth(.tar) checkpoint or state dict -> cmp-jax checkpoint")
-  p.add_argument("ckpt", help="ckpt_iter_N.pth.tar, or a bare state dict (.pth)")
-  p.add_argument("--config", required=True, help="the experiment's config file (configs/X.py)")
-  p.add_argument("--out", required=True, help="output directory; the checkpoint goes to OUT/checkpoints/<step>/")
-  p.add_argument("--part", choices=PARTS, default="full",
-                 help="full (default) or image_encoder (a tools/weight_process.py file; writes only the "
-                      "image encoder's variables)")
 
-  p = sub.add_parser("to-torch", help="cmp-jax checkpoint -> PyTorch file in the original layout")
-  p.add_argument("--config", required=True, help="the experiment's config file (configs/X.py)")
-  p.add_argument("--checkpoint", required=True, help="a workdir, its checkpoints/ folder, or one step folder")
-  p.add_argument("--out", required=True, help="output .pth file (written atomically)")
-  p.add_argument("--part", choices=PARTS[::-1], default="image_encoder",
-                 help="image_encoder (default): bare state dict, as tools/weight_process.py writes; "
-                      "full: {'step', 'state_dict' with module. keys} as the original checkpoints (no optimizer)")
+USAGE = """usage:
+  python -m cmp_jax.convert from-torch CKPT --config configs/X.py --out DIR [--part full|image_encoder]
+  python -m cmp_jax.convert to-torch --config configs/X.py --checkpoint DIR --out FILE.pth [--part image_encoder|full]
+"""
 
-  args = parser.parse_args(argv)
+
+def main(argv):
+  """The command line (see the module docstring); returns the exit code."""
   try:
-    config = config_lib.load_config(args.config)
-    if args.command == "from-torch":
-      path = from_torch(args.ckpt, config, args.out, part=args.part)
-      print(f"wrote cmp-jax checkpoint {path} (part={args.part})")
+    command = next((a for a in argv[1:] if not a.startswith("-")), None)
+    if command not in ("from-torch", "to-torch"):
+      raise cli.UsageError(f"the first argument must be from-torch or to-torch (got {command!r})\n{USAGE}")
+    args, rest = cli.parse(argv, define_flags, __doc__ + "\n" + USAGE, required=("config", "out"),
+                           positional=2 if command == "from-torch" else 1)
+    config = config_lib.validate(args.config, check_paths=False)
+    if command == "from-torch":
+      path = from_torch(rest[1], config, args.out, part=args.part or "full")
+      print(f"wrote cmp-jax checkpoint {path} (part={args.part or 'full'})")
     else:
-      path, step = to_torch(args.checkpoint, config, args.out, part=args.part)
-      print(f"wrote PyTorch {args.part} weights of step {step} to {path}")
-  except (ConversionError, FileNotFoundError, ImportError, ValueError) as e:
+      if args.checkpoint is None:
+        raise cli.UsageError("to-torch needs --checkpoint (see --help)")
+      path, step = to_torch(args.checkpoint, config, args.out, part=args.part or "image_encoder")
+      print(f"wrote PyTorch {args.part or 'image_encoder'} weights of step {step} to {path}")
+  except (cli.UsageError, ConversionError, FileNotFoundError, ImportError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(main(sys.argv))

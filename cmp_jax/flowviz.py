@@ -26,6 +26,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from cmp_jax import fileio
+
 UNKNOWN_FLOW_THRESH = 1e7
 MIN_MAXRAD = 5.0
 
@@ -168,13 +170,6 @@ def save_png(path, rgb):
   if rgb.dtype != np.uint8:
     raise ValueError(f"save_png needs uint8 pixels, got {rgb.dtype}")
   path = os.path.abspath(path)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
+  with fileio.atomic_path(path) as tmp:
     Image.fromarray(rgb).save(tmp, format="PNG")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
   return path

@@ -130,22 +130,6 @@ def to_host(tree: Any) -> Any:
   return jax.tree.map(get, tree)
 
 
-def gather_to_host(tree: Any) -> Any:
-  """Numpy copy of a pytree of batch-sharded arrays, with every process's rows (on every process)."""
-  def get(x):
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
-
-  return jax.tree.map(get, tree)
-
-
-def sync(name: str):
-  """A barrier across processes (no-op with one process)."""
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(name)
-
-
 def local_rows(tree: Any) -> Any:
   """This process's rows of batch-sharded arrays, in order (the rows of the batch it fed): numpy."""
   def get(x):

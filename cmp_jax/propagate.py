@@ -2,7 +2,7 @@
 
     python -m cmp_jax.propagate --config configs/resnet50_vip_mpii_liteflow.py --checkpoint runs/demo \\
         --image photo.jpg --guide 200,150,20,0 --guide 100,300,0,0 \\
-        --out-flo flow.flo --out-png flow.png --out-crop crop.png
+        --out_flo flow.flo --out_png flow.png --out_crop crop.png
 
 This is the original's demo (`demos/demo_cmp.ipynb`, reference §7.1) as a command and a library:
 
@@ -29,8 +29,6 @@ Library use (the demos and tests call this without the command line):
     flow = propagate(model, variables, image_rgb, guides, config)
 """
 
-import argparse
-import ast
 import dataclasses
 import math
 import sys
@@ -38,15 +36,12 @@ from typing import Tuple
 
 import jax
 import numpy as np
+from absl import flags
 from PIL import Image
 
 from cmp_jax import checkpoint as ckpt_lib
-from cmp_jax import config_lib, flowviz, losses, models
-from cmp_jax.config_lib import load_config
+from cmp_jax import cli, config_lib, flowviz, losses, models
 from cmp_jax.data import formats
-
-MAX_LISTED = 8  # mismatching variables named in an error message before "... and N more"
-
 
 class PropagateError(ValueError):
   """Bad input to propagate: a guide, an image, or a checkpoint that does not fit the config."""
@@ -160,7 +155,7 @@ def sparse_input(guides, height, width):
     if not (0 <= x < width and 0 <= y < height):
       raise PropagateError(f"guide {i} starts at (x={x:g}, y={y:g}), outside the {width}x{height} crop: "
                            f"x must be in [0, {width}) and y in [0, {height}) (pixels of the processed "
-                           f"crop; write it with --out-crop to see the frame)")
+                           f"crop; write it with --out_crop to see the frame)")
     sparse[int(y), int(x)] = (dx, dy, 1.0, 1.0)
   return sparse
 
@@ -168,50 +163,6 @@ def sparse_input(guides, height, width):
 # ---------------------------------------------------------------------------
 # Model and checkpoint
 # ---------------------------------------------------------------------------
-
-def _flat(tree, prefix=""):
-  out = {}
-  for k, v in tree.items():
-    path = f"{prefix}/{k}" if prefix else str(k)
-    if hasattr(v, "items"):
-      out.update(_flat(v, path))
-    else:
-      out[path] = v
-  return out
-
-
-def _listing(items):
-  items = list(items)
-  head = ", ".join(items[:MAX_LISTED])
-  return head + (f", ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
-
-
-def check_variables(expected, loaded, where="checkpoint"):
-  """Raises PropagateError naming the variables whose presence or shape differ.
-
-  expected: {'params', 'batch_stats'} of arrays or ShapeDtypeStructs (the model the config builds);
-  loaded: the same structure from a checkpoint.
-  """
-  exp = _flat({c: expected.get(c, {}) for c in ("params", "batch_stats")})
-  got = _flat({c: loaded.get(c, {}) for c in ("params", "batch_stats")})
-  missing = sorted(set(exp) - set(got))
-  unexpected = sorted(set(got) - set(exp))
-  shapes = sorted(k for k in set(exp) & set(got) if tuple(np.shape(got[k])) != tuple(exp[k].shape))
-  if not (missing or unexpected or shapes):
-    return
-  lines = [f"{where} does not match the model the config describes"]
-  if shapes:
-    lines.append(f"  shape mismatch ({len(shapes)}): " + _listing(
-        f"{k} is {tuple(np.shape(got[k]))} in the checkpoint but {tuple(exp[k].shape)} in the model"
-        for k in shapes))
-  if missing:
-    lines.append(f"  missing from the checkpoint ({len(missing)}): " + _listing(missing))
-  if unexpected:
-    lines.append(f"  not in the model ({len(unexpected)}): " + _listing(unexpected))
-  lines.append("  (was the checkpoint trained with a different config? convert original PyTorch weights "
-               "with python -m cmp_jax.convert from-torch)")
-  raise PropagateError("\n".join(lines))
-
 
 def build(config, checkpoint=None):
   """(model, variables, step) for config; random weights (step None) when checkpoint is None."""
@@ -228,9 +179,9 @@ def build(config, checkpoint=None):
   expected = jax.eval_shape(lambda i, s: model.init(jax.random.key(0), i, s, train=False), image, sparse)
   try:
     variables, step = ckpt_lib.load_variables(checkpoint)
+    ckpt_lib.check_variables(expected, variables, where=f"checkpoint {checkpoint!r} (step {step})")
   except ckpt_lib.CheckpointError as e:
     raise PropagateError(str(e)) from None
-  check_variables(expected, variables, where=f"checkpoint {checkpoint!r} (step {step})")
   variables = jax.tree.map(lambda v, e: np.asarray(v, e.dtype),
                            {"params": variables["params"], "batch_stats": variables["batch_stats"]},
                            {"params": expected["params"], "batch_stats": expected.get("batch_stats", {})})
@@ -281,77 +232,39 @@ def propagate(model, variables, image_rgb, guides, config):
 # Command line
 # ---------------------------------------------------------------------------
 
-def apply_override(config, arg):
-  """Applies one `--config.a.b=value` (as train.py accepts) to config; value read as a Python literal."""
-  if "=" not in arg:
-    raise PropagateError(f"{arg}: write config overrides as --config.KEY=VALUE")
-  dotted, text = arg[len("--config."):].split("=", 1)
-  *parents, leaf = dotted.split(".")
-  node = config
-  for i, name in enumerate(parents):
-    if name not in node or not hasattr(node[name], "items"):
-      raise PropagateError(f"{arg}: the config has no section config.{'.'.join(parents[:i + 1])}")
-    node = node[name]
-  if leaf not in node:
-    raise PropagateError(f"{arg}: the config has no key config.{dotted}")
+def define_flags(fv):
+  flags.DEFINE_string("checkpoint", None, "workdir, its checkpoints/ folder, or one step folder; omitted: RANDOM "
+                      "weights (only to check the tool runs)", flag_values=fv)
+  flags.DEFINE_string("image", None, "input image (any format PIL reads)", flag_values=fv)
+  flags.DEFINE_multi_string("guide", [], "X,Y,DX,DY: an arrow from crop pixel (X, Y) moving by (DX, DY) pixels; "
+                            "0,0 motion = static point. Repeat for more arrows; a later arrow on the same pixel "
+                            "wins.", flag_values=fv)
+  flags.DEFINE_string("out_flo", None, "write the flow here (Middlebury .flo)", flag_values=fv)
+  flags.DEFINE_string("out_png", None, "write the flow's colour picture here (Middlebury colour code)",
+                      flag_values=fv)
+  flags.DEFINE_string("out_crop", None, "also write the processed crop here, guidance marked with red crosses",
+                      flag_values=fv)
+  flags.DEFINE_boolean("marks", True, "mark the guidance on --out_crop (--nomarks: the bare crop)", flag_values=fv)
+
+
+def main(argv):
+  """The command line (see the module docstring); returns the exit code, 2 for a bad input."""
   try:
-    value = ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    value = text  # a bare string
-  if isinstance(node[leaf], tuple) and isinstance(value, list):
-    value = tuple(value)
-  try:
-    node[leaf] = value
-  except TypeError as e:
-    raise PropagateError(f"{arg}: {e}") from None
-
-
-def _parser():
-  p = argparse.ArgumentParser(
-      prog="python -m cmp_jax.propagate",
-      description="Predict dense flow from a still image and a few arrows (the CMP demo).",
-      epilog="Coordinates are pixels of the processed crop (short side resized to config.data.short_size, "
-             "centre crop to config.data.crop_size): write it with --out-crop to see that frame.")
-  p.add_argument("--config", required=True, help="config file (configs/*.py); `path:arg` passes arg; "
-                 "override keys as train.py does: --config.data.crop_size=(256,256)")
-  p.add_argument("--checkpoint", help="workdir, its checkpoints/ folder, or one step folder; "
-                 "omitted: RANDOM weights (only to check the tool runs)")
-  p.add_argument("--image", required=True, help="input image (any format PIL reads)")
-  p.add_argument("--guide", action="append", default=[], metavar="X,Y,DX,DY",
-                 help="an arrow from crop pixel (X, Y) moving by (DX, DY) pixels; 0,0 motion = static "
-                      "point. Repeat for more arrows; a later arrow on the same pixel wins.")
-  p.add_argument("--out-flo", help="write the flow here (Middlebury .flo)")
-  p.add_argument("--out-png", help="write the flow's colour picture here (Middlebury colour code)")
-  p.add_argument("--out-crop", help="also write the processed crop here, guidance marked with red crosses")
-  p.add_argument("--no-marks", action="store_true", help="write --out-crop without the crosses")
-  return p
-
-
-def main(argv=None):
-  parser = _parser()
-  args, rest = parser.parse_known_args(argv)
-  bad = [a for a in rest if not a.startswith("--config.")]
-  if bad:
-    parser.error(f"unrecognized arguments: {' '.join(bad)}")
-  args.overrides = rest
-  try:
+    args, _ = cli.parse(argv, define_flags, __doc__, required=("config", "image"))
     return _main(args)
-  except (PropagateError, OSError) as e:
+  except (cli.UsageError, PropagateError, OSError) as e:
     print(f"propagate: error: {e}", file=sys.stderr)
     return 2
 
 
 def _main(args):
   if not (args.out_flo or args.out_png or args.out_crop):
-    raise PropagateError("nothing to write: give --out-flo, --out-png and/or --out-crop")
+    raise PropagateError("nothing to write: give --out_flo, --out_png and/or --out_crop")
   guides = [parse_guide(g) for g in args.guide]
   try:
-    config = load_config(args.config)
-    for arg in args.overrides:
-      apply_override(config, arg)
-    config_lib.validate(config, check_paths=False)
-  except ValueError as e:  # ConfigError, or a file without get_config()
-    raise PropagateError(f"--config {args.config}: {e}") from None
+    config = config_lib.validate(args.config, check_paths=False)
+  except config_lib.ConfigError as e:
+    raise PropagateError(str(e)) from None
   ch, cw = (int(s) for s in config.data.crop_size)
   sparse_input(guides, ch, cw)  # checks the guides before anything slow
   try:
@@ -385,11 +298,11 @@ def _main(args):
     flowviz.save_png(args.out_png, flowviz.flow_to_image(flow))
     print(f"wrote {args.out_png} (flow colour code, {cw}x{ch})")
   if args.out_crop:
-    out = crop if args.no_marks or not guides else flowviz.draw_guidance(crop, guides)
+    out = crop if not args.marks or not guides else flowviz.draw_guidance(crop, guides)
     flowviz.save_png(args.out_crop, out)
-    print(f"wrote {args.out_crop} (the processed crop, {cw}x{ch}{'' if args.no_marks else ', guides marked'})")
+    print(f"wrote {args.out_crop} (the processed crop, {cw}x{ch}{', guides marked' if args.marks else ''})")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(main(sys.argv))

@@ -1,5 +1,5 @@
-"""The pieces of `train.py` that are worth testing alone: the train state, the update and eval steps,
-validation metrics (EPE and two baselines), validation pictures, and the metric writers.
+"""The pieces of the trainer (`cmp_jax.trainer`) worth testing alone: the train state, the update step,
+the "is it time" rule of the train loop, and the metric writers.
 
 The train state is a plain dict, as in big_vision:
 
@@ -10,24 +10,21 @@ restarts at it on resume) and the 0-based iteration the LR schedule and the drop
 randomness is `fold_in(rng, step)`, so no RNG lives in the state and a resumed run draws the same numbers.
 
 A batch is a dict of arrays: `image` [B, H, W, 3] (normalised RGB), `sparse` [B, H, W, 4] (guidance
-[u, v, mask, mask]) and `flow` [B, H, W, 2] (dense target), plus optionally `weight` [B] (0 for padding
-samples of a last partial validation batch).
+[u, v, mask, mask]) and `flow` [B, H, W, 2] (dense target). Validation batches also carry `valid` [B]
+(0 for the padding samples of a last partial batch); see `cmp_jax.evaluators.flow`.
 """
 
 import json
 import os
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from scipy import ndimage
 
 from cmp_jax import losses
-
-MOVING_THRESHOLD = 1.0  # px: "moving" pixels have |target flow| > 1
 
 
 # ---------------------------------------------------------------------------
@@ -88,119 +85,6 @@ def make_update_fn(model, tx, schedule: Callable, nbins: int, fmax: float) -> Ca
     return {"params": params, "batch_stats": batch_stats, "opt": opt, "step": step + 1}, metrics
 
   return update
-
-
-# ---------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------
-
-def _epe_sums(pred, target, moving):
-  epe = jnp.sqrt(jnp.sum(jnp.square(pred - target), axis=-1))
-  return jnp.sum(epe, axis=(1, 2)), jnp.sum(epe * moving, axis=(1, 2))
-
-
-def make_eval_fn(model, nbins: int, fmax: float) -> Callable:
-  """`evaluate(variables, batch) -> per-sample stats` (each [B]) and the predicted flow [B, H, W, 2].
-
-  The flow is decoded as the original's eval(): soft-argmax at the decoder resolution, then upsampled
-  (align corners) to the crop size. Stats: `loss` (DiscreteLoss of the sample), `epe` / `epe_moving` (sums
-  of the end-point error over all pixels / pixels with |target| > 1 px), `moving` (count of those pixels),
-  `zero_epe` / `zero_epe_moving` (the same sums for a zero-flow prediction, i.e. |target|).
-  """
-
-  def evaluate(variables, batch):
-    logits = model.apply(variables, batch["image"], batch["sparse"], train=False)
-    target = batch["flow"].astype(jnp.float32)
-    pred = losses.predict_flow(logits, target.shape[1:3], nbins, fmax)
-    moving = (jnp.sqrt(jnp.sum(jnp.square(target), axis=-1)) > MOVING_THRESHOLD).astype(jnp.float32)
-    epe, epe_moving = _epe_sums(pred, target, moving)
-    zero, zero_moving = _epe_sums(jnp.zeros_like(target), target, moving)
-    stats = {"loss": losses.discrete_loss_per_sample(logits, target, nbins, fmax), "epe": epe,
-             "epe_moving": epe_moving, "moving": jnp.sum(moving, axis=(1, 2)), "zero_epe": zero,
-             "zero_epe_moving": zero_moving}
-    return stats, pred
-
-  return evaluate
-
-
-def nearest_guidance_flow(sparse: np.ndarray) -> np.ndarray:
-  """Baseline: every pixel takes the flow of its nearest guidance pixel (zero flow without guidance).
-
-  sparse: [H, W, 4] guidance [u, v, mask, mask] -> [H, W, 2]. Nearest in Euclidean distance
-  (`scipy.ndimage.distance_transform_edt` with `return_indices`; ties as scipy breaks them).
-  """
-  sparse = np.asarray(sparse, np.float32)
-  mask = sparse[..., 2] > 0
-  if not mask.any():
-    return np.zeros(sparse.shape[:2] + (2,), np.float32)
-  _, (iy, ix) = ndimage.distance_transform_edt(~mask, return_indices=True)
-  return sparse[iy, ix, :2]
-
-
-def nearest_guidance_sums(sparse: np.ndarray, flow: np.ndarray):
-  """Per-sample EPE sums (all pixels, moving pixels) of the nearest-guidance baseline: two [B] arrays."""
-  flow = np.asarray(flow, np.float32)
-  moving = np.sqrt(np.sum(np.square(flow), axis=-1)) > MOVING_THRESHOLD
-  all_sums, moving_sums = [], []
-  for s, f, m in zip(np.asarray(sparse), flow, moving):
-    epe = np.sqrt(np.sum(np.square(nearest_guidance_flow(s) - f), axis=-1))
-    all_sums.append(epe.sum(dtype=np.float64))
-    moving_sums.append(epe[m].sum(dtype=np.float64))
-  return np.asarray(all_sums), np.asarray(moving_sums)
-
-
-class ValMetrics:
-  """Sums per-sample validation stats over the whole val list, then reports dataset means.
-
-  `loss` is the mean per-sample DiscreteLoss; every EPE is a mean over pixels (all crops have the same
-  size, so over all pixels this is also the mean of per-sample means); the `_moving` ones are means over
-  the pixels whose target moves more than 1 px, pooled over the whole set.
-  """
-  KEYS = ("loss", "epe", "epe_moving", "moving", "zero_epe", "zero_epe_moving", "nearest_epe",
-          "nearest_epe_moving")
-
-  def __init__(self):
-    self.sums = np.zeros(len(self.KEYS) + 2, np.float64)  # + samples, pixels
-
-  def add(self, stats: Dict[str, np.ndarray], pixels_per_sample: int, weight: Optional[np.ndarray] = None):
-    n = len(np.asarray(stats["loss"]))
-    w = np.ones(n) if weight is None else np.asarray(weight, np.float64)
-    row = [np.sum(w * np.asarray(stats[k], np.float64)) for k in self.KEYS]
-    self.sums += np.asarray(row + [w.sum(), w.sum() * pixels_per_sample])
-
-  def merge(self, total: np.ndarray):
-    """Replaces the sums by `total` (e.g. the sum over processes of every process's `sums`)."""
-    self.sums = np.asarray(total, np.float64)
-
-  def result(self) -> Dict[str, float]:
-    s = dict(zip(self.KEYS + ("samples", "pixels"), self.sums))
-    pix, mov = max(s["pixels"], 1.0), max(s["moving"], 1.0)
-    return {"loss": s["loss"] / max(s["samples"], 1.0),
-            "epe": s["epe"] / pix, "epe_moving": s["epe_moving"] / mov,
-            "zero_epe": s["zero_epe"] / pix, "zero_epe_moving": s["zero_epe_moving"] / mov,
-            "nearest_epe": s["nearest_epe"] / pix, "nearest_epe_moving": s["nearest_epe_moving"] / mov,
-            "moving_fraction": s["moving"] / pix, "samples": int(s["samples"])}
-
-
-def denormalise(image: np.ndarray, mean, std) -> np.ndarray:
-  """Normalised RGB [..., 3] back to uint8 0..255."""
-  return np.clip(np.asarray(image) * np.asarray(std) + np.asarray(mean), 0, 255).round().astype(np.uint8)
-
-
-def visualise(image, sparse, pred, target, mean, std) -> np.ndarray:
-  """Rows of [input with guidance crosses | predicted flow | target flow] (Middlebury colours), stacked.
-
-  All inputs are batches ([N, H, W, C]); returns one uint8 picture [N * H, 3 * W, 3]. The two flows of a row
-  share one colour scale (the target's, with the original's 5 px floor), so colours compare.
-  """
-  from cmp_jax import flowviz
-  rows = []
-  for img, s, p, t in zip(image, sparse, pred, target):
-    maxrad = max(5.0, float(np.sqrt(np.sum(np.square(t), axis=-1)).max()))
-    rows.append(np.concatenate([flowviz.draw_guidance(denormalise(img, mean, std), np.asarray(s)),
-                                flowviz.flow_to_image(p, maxrad=maxrad),
-                                flowviz.flow_to_image(t, maxrad=maxrad)], axis=1))
-  return np.concatenate(rows, axis=0)
 
 
 # ---------------------------------------------------------------------------
@@ -270,6 +154,12 @@ class Chrono:
     self.mark_time, self.mark_step = now, step
     return {"img_per_s": rate * self.batch, "eta_s": (self.total - step) / max(rate, 1e-9),
             "elapsed_s": now - self.start_time}
+
+
+def itstime(step: int, every: int, total: int) -> bool:
+  """True after update number `step` (1-based count of updates done) if it is a multiple of `every` or the
+  last one (`total`): when the train loop logs, validates and saves."""
+  return step % every == 0 or step == total
 
 
 def format_seconds(s: float) -> str:

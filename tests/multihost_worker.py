@@ -4,7 +4,7 @@
 
 Starts JAX's distributed runtime exactly as train.py does (cmp_jax.parallel.initialize_distributed, gloo
 collectives on CPU) when NUM_PROCESSES > 1. Then, for each T in STEPS (comma-separated, default "1,3"), runs
-train.train_and_evaluate with total_iter=T in WORKDIR (so each run after the first resumes from the last
+trainer.train_and_evaluate with total_iter=T in WORKDIR (so each run after the first resumes from the last
 one's checkpoint) and writes this process's final parameters and batch statistics to
 OUT/state_<PROCESS_ID>_<T>.npz and its validation result to OUT/val_<PROCESS_ID>_<T>.json. The device
 count comes from XLA_FLAGS.
@@ -22,8 +22,7 @@ def main(data_root, workdir, out, process_id, num_processes, coordinator, steps=
   import jax
   import numpy as np
 
-  from cmp_jax import parallel
-  import train
+  from cmp_jax import parallel, trainer
   import train_fixture
 
   process_id, num_processes = int(process_id), int(num_processes)
@@ -35,7 +34,7 @@ def main(data_root, workdir, out, process_id, num_processes, coordinator, steps=
     config.save_freq = config.val_freq = config.print_freq = 1
     config.optimizer.lr = float(lr)
     config.tensorboard = False
-    state, val = train.train_and_evaluate(config, workdir)
+    state, val = trainer.train_and_evaluate(config, workdir)
     flat = {jax.tree_util.keystr(p): np.asarray(x)
             for p, x in jax.tree_util.tree_leaves_with_path({"params": state["params"],
                                                              "batch_stats": state["batch_stats"]})}

@@ -5,6 +5,7 @@ The model is the semi-automatic annotation / demo architecture (ResNet-50 + Skip
 """
 
 import collections
+import json
 import os
 
 import numpy as np
@@ -263,8 +264,9 @@ def test_cli_from_torch(cfg, flax_apply, inputs, tmp_path, capsys):
   ckpt = tmp_path / "ckpt_iter_42000.pth.tar"
   demo_style_file(model, ckpt)
   out = tmp_path / "imported"
-  assert convert.main(["from-torch", str(ckpt), "--config", DEMO_CONFIG, "--out", str(out)]) == 0
+  assert convert.main(["convert", "from-torch", str(ckpt), "--config", DEMO_CONFIG, "--out", str(out)]) == 0
   assert str(out / "checkpoints" / "42000") in capsys.readouterr().out
+  assert json.loads((out / "config.json").read_text())["model"]["image_encoder"] == cfg.model.image_encoder
   variables, step = checkpoint.load_variables(str(out))
   assert step == 42000
   assert rel(np.asarray(flax_apply(variables, image, sparse)), torch_forward(model, image, sparse)) <= 1e-5
@@ -277,8 +279,8 @@ def test_cli_to_torch_both_parts(cfg, flax_variables, flax_apply, inputs, tmp_pa
   ref = np.asarray(flax_apply(flax_variables, image, sparse))
 
   full = tmp_path / "full.pth.tar"
-  assert convert.main(["to-torch", "--config", DEMO_CONFIG, "--checkpoint", str(workdir), "--out", str(full),
-                       "--part", "full"]) == 0
+  assert convert.main(["convert", "to-torch", "--config", DEMO_CONFIG, "--checkpoint", str(workdir),
+                       "--out", str(full), "--part", "full"]) == 0
   obj = torch.load(full, map_location="cpu", weights_only=True)
   assert set(obj) == {"step", "state_dict"} and obj["step"] == 300
   assert all(k.startswith("module.") for k in obj["state_dict"])
@@ -287,7 +289,8 @@ def test_cli_to_torch_both_parts(cfg, flax_variables, flax_apply, inputs, tmp_pa
   assert rel(torch_forward(model, image, sparse), ref) <= 1e-5
 
   enc_file = tmp_path / "encoder.pth"
-  assert convert.main(["to-torch", "--config", DEMO_CONFIG, "--checkpoint", str(workdir), "--out", str(enc_file)]) == 0
+  assert convert.main(["convert", "to-torch", "--config", DEMO_CONFIG, "--checkpoint", str(workdir),
+                       "--out", str(enc_file)]) == 0
   assert "image_encoder" in capsys.readouterr().out
   sd = torch.load(enc_file, map_location="cpu", weights_only=True)
   assert isinstance(sd, collections.OrderedDict) and "conv1.weight" in sd
@@ -304,11 +307,12 @@ def test_cli_errors(tmp_path, capsys):
     sd = tm.build_torch_model(config_lib.base().model).state_dict()
   sd = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in list(sd.items())[:6]}
   torch.save(sd, alex_ckpt)
-  assert convert.main(["from-torch", str(alex_ckpt), "--config", DEMO_CONFIG, "--out", str(tmp_path / "x")]) == 1
+  assert convert.main(["convert", "from-torch", str(alex_ckpt), "--config", DEMO_CONFIG,
+                       "--out", str(tmp_path / "x")]) == 1
   err = capsys.readouterr().err
   assert str(alex_ckpt) in err  # the error names the file
   assert "missing keys" in err and "unexpected keys" in err and "image_encoder.conv1.0.weight" in err
   assert not (tmp_path / "x").exists()
-  assert convert.main(["to-torch", "--config", DEMO_CONFIG, "--checkpoint", str(tmp_path / "nothing"),
+  assert convert.main(["convert", "to-torch", "--config", DEMO_CONFIG, "--checkpoint", str(tmp_path / "nothing"),
                        "--out", str(tmp_path / "y.pth")]) == 1
   assert "does not exist" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""On-disk formats (cmp_jax.data.formats): .flo, JPEG flow, images, list files, TFRecords, atomic writes."""
+"""On-disk formats (cmp_jax.data.formats): .flo, JPEG flow, images, list files, TFRecords."""
 
 import os
 
@@ -191,30 +191,6 @@ def test_shipped_sample_lists_read():
   img1, img2, flow = F.read_sample(es[0])
   assert img1.shape[:2] == flow.shape[:2] and min(flow.shape[:2]) >= 160
   assert np.abs(flow).max() > 1.0  # real motion
-
-
-# ----------------------------------------------------------------------------
-# Atomic writes
-
-def test_atomic_write_leaves_no_temp_files_and_normal_permissions(tmp_path):
-  F.atomic_write_bytes(tmp_path / "d" / "f.bin", b"abc")
-  assert (tmp_path / "d" / "f.bin").read_bytes() == b"abc"
-  assert os.listdir(tmp_path / "d") == ["f.bin"]
-  assert (os.stat(tmp_path / "d" / "f.bin").st_mode & 0o777) == (0o666 & ~F._UMASK)
-
-
-def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
-  p = tmp_path / "f.bin"
-  p.write_bytes(b"old")
-
-  def boom(src, dst):
-    raise OSError("disk full")
-
-  monkeypatch.setattr(os, "replace", boom)
-  with pytest.raises(OSError):
-    F.atomic_write_bytes(p, b"new")
-  monkeypatch.undo()
-  assert p.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.bin"]
 
 
 # ----------------------------------------------------------------------------

@@ -4,7 +4,6 @@ Everything large runs under jax.eval_shape (no compute); the two real forwards a
 """
 
 import functools
-import importlib.util
 import math
 import os
 
@@ -203,10 +202,8 @@ def test_parameter_names_resnet50_skiplayer():
 # --------------------------------------------------------------------------------------------------
 
 def _load_config(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name + ".py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return config_lib.load_config(os.path.join(ROOT, "configs", name + ".py"))
+
 
 
 CONFIGS = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".py"))

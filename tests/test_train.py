@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import train_fixture
-from cmp_jax import checkpoint, models, optim, train_lib
+from cmp_jax import checkpoint, losses, models, optim, train_lib, trainer
+from cmp_jax.evaluators import flow as flow_eval
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = "/tmp/cmp_jax_test_xla_cache"
@@ -69,22 +70,22 @@ def test_nearest_guidance_baseline_by_hand():
   sparse = np.zeros((4, 5, 4), np.float32)
   sparse[0, 0] = [1, 2, 1, 1]
   sparse[3, 4] = [-3, 5, 1, 1]
-  got = train_lib.nearest_guidance_flow(sparse)
+  got = flow_eval.nearest_guidance_flow(sparse)
   np.testing.assert_array_equal(got[0, 1], [1, 2])      # next to (0, 0)
   np.testing.assert_array_equal(got[3, 3], [-3, 5])     # next to (3, 4)
   np.testing.assert_array_equal(got[0, 0], [1, 2])
-  np.testing.assert_array_equal(train_lib.nearest_guidance_flow(np.zeros((3, 3, 4))), np.zeros((3, 3, 2)))
+  np.testing.assert_array_equal(flow_eval.nearest_guidance_flow(np.zeros((3, 3, 4))), np.zeros((3, 3, 2)))
   flow = np.zeros((1, 4, 5, 2), np.float32)
   flow[0, 3, 4] = [-3, 5]  # the only moving pixel; the prediction there is exact
-  all_sum, moving_sum = train_lib.nearest_guidance_sums(sparse[None], flow)
+  all_sum, moving_sum = flow_eval.nearest_guidance_sums(sparse[None], flow)
   # Every pixel but (3,4) and its copy's error: pixels nearer (0,0) predict (1,2) -> sqrt(5) each.
-  pred = train_lib.nearest_guidance_flow(sparse)
+  pred = flow_eval.nearest_guidance_flow(sparse)
   want = np.sqrt(np.sum(np.square(pred - flow[0]), -1)).sum()
   assert all_sum[0] == pytest.approx(want) and moving_sum[0] == 0.0
 
 
 def test_val_metrics_pool_pixels_and_ignore_padding():
-  m = train_lib.ValMetrics()
+  m = flow_eval.ValMetrics()
   keys = ("loss", "epe", "epe_moving", "moving", "zero_epe", "zero_epe_moving", "nearest_epe",
           "nearest_epe_moving")
   m.add({k: np.array([1.0, 3.0, 100.0]) for k in keys}, pixels_per_sample=10, weight=np.array([1, 1, 0]))
@@ -102,7 +103,7 @@ def test_eval_fn_epe_of_a_perfect_and_a_zero_prediction():
     def apply(self, variables, image, sparse, train=False):
       return variables["logits"]
 
-  centres = np.asarray(jax.device_get(jax.numpy.asarray(train_lib.losses.bin_centres())))
+  centres = np.asarray(jax.device_get(jax.numpy.asarray(losses.bin_centres())))
   b, h, w = 2, 8, 8
   ku, kv = 60, 40
   logits = np.full((b, h, w, 198), -1e4, np.float32)
@@ -110,7 +111,7 @@ def test_eval_fn_epe_of_a_perfect_and_a_zero_prediction():
   logits[..., 99 + kv] = 0
   flow = np.broadcast_to(np.array([centres[ku], centres[kv]], np.float32), (b, h, w, 2)).copy()
   batch = {"image": np.zeros((b, h, w, 3)), "sparse": np.zeros((b, h, w, 4)), "flow": flow}
-  stats, pred = train_lib.make_eval_fn(Fixed(), 99, 50.0)({"logits": logits}, batch)
+  stats, pred = flow_eval.make_eval_fn(Fixed(), 99, 50.0)({"logits": logits}, batch)
   np.testing.assert_allclose(pred, flow, atol=1e-4)
   np.testing.assert_allclose(stats["epe"], 0, atol=1e-2)
   np.testing.assert_allclose(stats["moving"], h * w)
@@ -123,15 +124,14 @@ def test_eval_fn_epe_of_a_perfect_and_a_zero_prediction():
 # ---------------------------------------------------------------------------------------------------------
 
 def test_nan_loss_stops_before_saving(dataset, tmp_path):
-  import train
   c = train_fixture.tiny_config(dataset)
   c.batch_size = 1           # x 8 simulated devices
   c.optimizer.lr = 1e30      # diverges within a few steps
   c.save_freq = 1
   c.val_freq = 100
   c.tensorboard = False
-  with pytest.raises(train.NonFiniteLossError, match=r"at step (\d+)") as err:
-    train.train_and_evaluate(c, str(tmp_path))
+  with pytest.raises(trainer.NonFiniteLossError, match=r"at step (\d+)") as err:
+    trainer.train_and_evaluate(c, str(tmp_path))
   bad_step = int(err.value.args[0].split("at step ")[1].split()[0])
   saved = checkpoint.train_manager(str(tmp_path), 10).all_steps()
   # Checkpoint k holds the state after k updates; the state after the NaN step (bad_step + 1) is never saved.

@@ -32,11 +32,12 @@ files) when a file is missing, unreadable or malformed.
 
 import os
 import struct
-import tempfile
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+
+from cmp_jax.fileio import atomic_write_bytes  # noqa: F401  (formats' writers and their callers use it)
 
 FLO_MAGIC = 202021.25
 FLOW_JPG_OFFSET = 50.0     # f = p / 255 * FLOW_JPG_RANGE - FLOW_JPG_OFFSET
@@ -50,32 +51,6 @@ class DataError(ValueError):
   """A data file (image, flow, list, record) is missing, unreadable or malformed; the message names it."""
 
 
-# ----------------------------------------------------------------------------
-# Atomic writes
-
-def atomic_write_bytes(path, data):
-  """Writes `data` to `path` through a temporary file and a rename: never half-written."""
-  d = os.path.dirname(os.path.abspath(path))
-  os.makedirs(d, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
-def _read_umask():
-  mask = os.umask(0o022)
-  os.umask(mask)
-  return mask
-
-
-_UMASK = _read_umask()  # read once at import: os.umask is process-wide, so not per write
 
 
 def _read_bytes(path, what):
