@@ -47,6 +47,9 @@ def parse(argv: Sequence[str], define: Callable[[flags.FlagValues], None], doc: 
   `--help` prints `doc` and the flags, then exits 0.
   """
   argv = _last_override_wins(list(argv))
+  # config_flags loads every config file as module 'config_config' into the namespace of the one loaded
+  # before: a second file without get_config() would run the first one's.
+  sys.modules.pop("config_config", None)
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, CONFIG_HELP, flag_values=fv, lock_config=True, sys_argv=argv)
   define(fv)

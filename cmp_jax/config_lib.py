@@ -1,12 +1,13 @@
 """The config schema shared by every experiment, and its validation.
 
-Every file in `configs/` calls `base()` (the settings common to all of the
-original's experiments, reference §5) and then sets what its experiment
-changes. Keys keep the original YAML names where one exists, so a researcher
-reading the original `config.yaml` finds the same words here.
+`base()` is the original's first experiment, AlexNet-BN CMP on YFCC with the PASCAL VOC hyperparameters
+(`configs/alexnet_yfcc_voc_16gpu_70k.py`, reference §5); every file in `configs/` calls it and then sets only
+what its experiment changes. Keys keep the original YAML names where one exists, so a researcher reading
+the original `config.yaml` finds the same words here.
 
-`validate(config)` checks a config before anything is compiled or loaded and
-raises `ConfigError` naming the key and what is wrong with it.
+`validate(config)` checks a config before anything is compiled or loaded and raises `ConfigError` naming
+the key and what is wrong with it. The allowed names come from the registries they select from
+(`cmp_jax.models`, `cmp_jax.sampling`), so a model added there is allowed here.
 """
 
 import importlib.util
@@ -15,28 +16,20 @@ import re
 
 import ml_collections
 
-IMAGE_ENCODERS = ("alexnet_fcn_32x", "alexnet_fcn_8x", "resnet18", "resnet34",
-                  "resnet50", "resnet101", "resnet152")
-SPARSE_ENCODERS = ("shallownet8x", "shallownet32x")
-DECODERS = ("MotionDecoderPlain", "MotionDecoderSkipLayer")
-SAMPLE_STRATEGIES = ("grid", "uniform", "gradnms", "watershed", "single", "full")
-STRIDE = {"alexnet_fcn_32x": 32, "alexnet_fcn_8x": 8, "shallownet8x": 8, "shallownet32x": 32}
-
 
 class ConfigError(ValueError):
   """A config key is unknown or holds a value the code cannot use."""
 
 
 def base():
-  """Settings common to every original experiment (reference §5)."""
+  """The original's alexnet_yfcc_voc_16gpu_70k experiment (reference §5): the defaults of every config."""
   c = ml_collections.ConfigDict()
   c.seed = 0
 
   c.model = ml_collections.ConfigDict()
   c.model.image_encoder = "alexnet_fcn_32x"
   c.model.sparse_encoder = "shallownet32x"
-  c.model.flow_decoder = "MotionDecoderPlain"
-  c.model.skip_layer = False
+  c.model.flow_decoder = "MotionDecoderPlain"  # MotionDecoderSkipLayer also feeds it the encoder's skip features
   c.model.img_enc_dim = 256
   c.model.sparse_enc_dim = 16
   c.model.output_dim = 198
@@ -51,9 +44,9 @@ def base():
 
   c.data = ml_collections.ConfigDict()
   # Paths in list files are relative to data_root (the YFCC layout).
-  c.data.data_root = ""
-  c.data.train_source = ()        # original-format list files, lines concatenated
-  c.data.val_source = ()
+  c.data.data_root = "data/yfcc"
+  c.data.train_source = ("data/yfcc/lists/train.txt",)  # original-format list files, lines concatenated
+  c.data.val_source = ("data/yfcc/lists/val.txt",)
   c.data.train_records = ""       # glob of sharded record files; used instead of train_source when set
   c.data.val_records = ""
   c.data.flow_file_type = "jpg"   # 'jpg' (flowx/flowy 8-bit) or 'flo'
@@ -72,7 +65,6 @@ def base():
   # False: a missing/corrupt sample stops the run naming the file.
   # True: such samples are skipped, counted and reported.
   c.data.skip_bad_samples = False
-  c.data.shuffle_buffer = 1024
   c.data.num_threads = 2          # tf.data private thread pool
   c.data.prefetch = 2
 
@@ -109,26 +101,24 @@ def _fail(key, msg):
 
 def validate(c, check_paths=True):
   """Raises ConfigError naming the first bad key. Cheap: no compile, no I/O but stat."""
+  from cmp_jax import models, sampling  # the registries (imports jax, touches no device)
   m, d = c.model, c.data
-  if m.image_encoder not in IMAGE_ENCODERS:
-    _fail("model.image_encoder", f"{m.image_encoder!r} is not one of {IMAGE_ENCODERS}")
-  if m.sparse_encoder not in SPARSE_ENCODERS:
-    _fail("model.sparse_encoder", f"{m.sparse_encoder!r} is not one of {SPARSE_ENCODERS}")
-  if m.flow_decoder not in DECODERS:
-    _fail("model.flow_decoder", f"{m.flow_decoder!r} is not one of {DECODERS}")
-  if m.skip_layer != (m.flow_decoder == "MotionDecoderSkipLayer"):
-    _fail("model.skip_layer", "must be True exactly when flow_decoder is MotionDecoderSkipLayer")
-  if m.skip_layer and not m.image_encoder.startswith("resnet"):
-    _fail("model.skip_layer", "the skip-layer decoder needs a ResNet image encoder (AlexNet has no skip features)")
-  img_stride = STRIDE.get(m.image_encoder, 8)
-  if STRIDE[m.sparse_encoder] != img_stride:
-    _fail("model.sparse_encoder", f"{m.sparse_encoder} downsamples by {STRIDE[m.sparse_encoder]} but "
+  for key, table in (("image_encoder", models.IMAGE_ENCODERS), ("sparse_encoder", models.SPARSE_ENCODERS),
+                     ("flow_decoder", models.DECODERS)):
+    if m[key] not in table:
+      _fail(f"model.{key}", f"{m[key]!r} is not one of {tuple(table)}")
+  if m.flow_decoder == "MotionDecoderSkipLayer" and not m.image_encoder.startswith("resnet"):
+    _fail("model.flow_decoder", "MotionDecoderSkipLayer needs a ResNet image encoder (AlexNet has no skip features)")
+  img_stride = models.IMAGE_ENCODERS[m.image_encoder](int(m.img_enc_dim)).output_stride
+  sparse_stride = models.SPARSE_ENCODERS[m.sparse_encoder](int(m.sparse_enc_dim)).output_stride
+  if sparse_stride != img_stride:
+    _fail("model.sparse_encoder", f"{m.sparse_encoder} downsamples by {sparse_stride} but "
           f"{m.image_encoder} by {img_stride}; their feature maps must match")
   if not m.decoder_combo or any(k not in (1, 2, 4, 8) for k in m.decoder_combo):
     _fail("model.decoder_combo", f"{tuple(m.decoder_combo)} must be a non-empty subset of (1, 2, 4, 8)")
   if m.output_dim != 2 * m.nbins or m.nbins % 2 == 0:
     _fail("model.output_dim", f"must be 2 * nbins with nbins odd (got output_dim={m.output_dim}, nbins={m.nbins})")
-  if m.dtype not in ("float32", "bfloat16"):
+  if m.dtype not in ("float32", "bfloat16"):  # models.DTYPES also has float64, for parity tests only
     _fail("model.dtype", f"{m.dtype!r} is not 'float32' or 'bfloat16'")
   if m.bn_stats not in ("per_device", "global"):
     _fail("model.bn_stats", f"{m.bn_stats!r} is not 'per_device' or 'global'")
@@ -139,9 +129,10 @@ def validate(c, check_paths=True):
           f"multiples of {rule}")
   if d.flow_file_type not in ("jpg", "flo"):
     _fail("data.flow_file_type", f"{d.flow_file_type!r} is not 'jpg' or 'flo'")
-  bad = [s for s in d.sample_strategy if s not in SAMPLE_STRATEGIES]
+  strategies = tuple(s for s in sampling.STRATEGIES if s != "specified")  # 'specified' takes points, not flow
+  bad = [s for s in d.sample_strategy if s not in strategies]
   if bad or not d.sample_strategy:
-    _fail("data.sample_strategy", f"{tuple(d.sample_strategy)}: each must be one of {SAMPLE_STRATEGIES}")
+    _fail("data.sample_strategy", f"{tuple(d.sample_strategy)}: each must be one of {strategies}")
   if d.nms_ks < 1 or d.nms_ks % 2 == 0:
     _fail("data.nms_ks", f"{d.nms_ks} must be a positive odd integer")
   if not 0 < d.sample_bg_ratio <= 1:

@@ -85,7 +85,7 @@ def _flatten(tree, prefix=()):
       yield prefix + (k,), v
 
 
-_MODEL_KEYS = ("image_encoder", "sparse_encoder", "flow_decoder", "skip_layer", "img_enc_dim", "sparse_enc_dim",
+_MODEL_KEYS = ("image_encoder", "sparse_encoder", "flow_decoder", "img_enc_dim", "sparse_enc_dim",
                "output_dim", "decoder_combo")
 
 

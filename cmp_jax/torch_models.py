@@ -351,7 +351,8 @@ def build_torch_model(model_cfg):
   if "model" in model_cfg and not isinstance(model_cfg.get("model"), str):
     model_cfg = model_cfg["model"]
   return CMP(image_encoder=model_cfg["image_encoder"], sparse_encoder=model_cfg["sparse_encoder"],
-             flow_decoder=model_cfg["flow_decoder"], skip_layer=bool(model_cfg["skip_layer"]),
+             flow_decoder=model_cfg["flow_decoder"],
+             skip_layer=model_cfg["flow_decoder"] == "MotionDecoderSkipLayer",
              img_enc_dim=int(model_cfg["img_enc_dim"]), sparse_enc_dim=int(model_cfg["sparse_enc_dim"]),
              output_dim=int(model_cfg["output_dim"]), decoder_combo=tuple(model_cfg["decoder_combo"]))
 

@@ -13,29 +13,6 @@ from cmp_jax import config_lib
 
 def get_config():
   c = config_lib.base()
-  c.model.image_encoder = "alexnet_fcn_32x"
-  c.model.sparse_encoder = "shallownet32x"
-  c.model.flow_decoder = "MotionDecoderPlain"
-  c.model.skip_layer = False
-  c.model.decoder_combo = (1, 2, 4)
-
-  c.data.data_root = "data/yfcc"
-  c.data.train_source = ("data/yfcc/lists/train.txt",)
-  c.data.val_source = ("data/yfcc/lists/val.txt",)
-  c.data.flow_file_type = "jpg"
-  c.data.short_size = 416
-  c.data.crop_size = (384, 384)
-  c.data.sample_strategy = ("grid", "watershed")
-  c.data.sample_bg_ratio = 0.00015625
-  c.data.nms_ks = 41
-  c.data.max_num_guide = 150
-
-  c.batch_size = 12  # per device; the original ran 8 GPUs
-  c.total_iter = 140000
-  c.optimizer.lr = 0.1
   c.optimizer.lr_steps = (80000, 120000)
-  c.optimizer.lr_mults = (0.1, 0.1)
-  c.val_freq = 10000
-  c.save_freq = 10000
-  c.tensorboard = True
+  c.total_iter = 140000
   return c

@@ -6,6 +6,7 @@ crop, batch, schedule, guidance density and flow augmentation scaled for a 2-cor
 
   bash quickstart.sh                                   # setup, train, validate, export (~6 min on 2 cores)
   python train.py --config configs/quickstart.py --workdir runs/quickstart
+  python train.py --config configs/quickstart.py:smoke --workdir /tmp/smoke   # 20 steps: does it all run?
 
 Expected (whole val list, 22 pairs of two clips never seen in training, deterministic on CPU): end-point
 error 1.764 px on all pixels and 2.439 px on moving (> 1 px) pixels, against 2.167 / 3.032 px for zero flow
@@ -24,24 +25,19 @@ directional prior; lr 0.01 with drops at 200 and 250 works best. A grid point ev
 from cmp_jax import config_lib
 
 
-def get_config():
+def get_config(arg=None):
+  """arg: None (the quick start) or 'smoke' (20 steps, validation at the end only)."""
   c = config_lib.base()
   c.model.image_encoder = "resnet18"
   c.model.sparse_encoder = "shallownet8x"
-  c.model.flow_decoder = "MotionDecoderPlain"
-  c.model.skip_layer = False
-  c.model.decoder_combo = (1, 2, 4)
 
   c.data.data_root = "data/sample"
   c.data.train_source = ("data/sample/lists/train.txt",)
   c.data.val_source = ("data/sample/lists/val.txt",)
-  c.data.flow_file_type = "jpg"
   c.data.short_size = 160
   c.data.crop_size = (128, 128)
-  c.data.sample_strategy = ("grid", "watershed")
   c.data.sample_bg_ratio = 1.0 / 256  # grid stride 16 px
   c.data.nms_ks = 15
-  c.data.max_num_guide = 150
   c.data.aug_flip = True
   c.data.aug_reverse = True
   c.data.aug_rotate = True
@@ -50,9 +46,16 @@ def get_config():
   c.total_iter = 300
   c.optimizer.lr = 0.01
   c.optimizer.lr_steps = (200, 250)
-  c.optimizer.lr_mults = (0.1, 0.1)
   c.print_freq = 20
   c.val_freq = 100
   c.save_freq = 100
   c.vis_num = 4
+  if arg == "smoke":
+    c.total_iter = 20
+    c.optimizer.lr_steps = (15, 18)
+    c.print_freq = 5
+    c.val_freq = c.save_freq = 20
+    c.initial_val = False
+  elif arg is not None:
+    raise ValueError(f"configs/quickstart.py: unknown variant {arg!r} (known: smoke)")
   return c

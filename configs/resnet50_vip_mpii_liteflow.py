@@ -13,29 +13,17 @@ from cmp_jax import config_lib
 
 def get_config():
   c = config_lib.base()
-  c.model.image_encoder = "resnet50"
-  c.model.sparse_encoder = "shallownet8x"
-  c.model.flow_decoder = "MotionDecoderSkipLayer"
-  c.model.skip_layer = True
-  c.model.decoder_combo = (1, 2, 4)
-
-  c.data.data_root = "data"
-  c.data.train_source = ("data/VIP/lists/train.txt", "data/MPII/lists/train.txt")
-  c.data.val_source = ("data/VIP/lists/randval.txt",)
-  c.data.flow_file_type = "jpg"
-  c.data.short_size = 416
-  c.data.crop_size = (384, 384)
-  c.data.sample_strategy = ("grid", "watershed")
-  c.data.sample_bg_ratio = 5.74e-05
-  c.data.nms_ks = 41
-  c.data.max_num_guide = -1
-
   c.batch_size = 8  # per device; the original ran 8 GPUs
-  c.total_iter = 42000
-  c.optimizer.lr = 0.1
+  c.data.data_root = 'data'
+  c.data.max_num_guide = -1
+  c.data.sample_bg_ratio = 5.74e-05
+  c.data.train_source = ('data/VIP/lists/train.txt', 'data/MPII/lists/train.txt')
+  c.data.val_source = ('data/VIP/lists/randval.txt',)
+  c.model.flow_decoder = 'MotionDecoderSkipLayer'
+  c.model.image_encoder = 'resnet50'
+  c.model.sparse_encoder = 'shallownet8x'
   c.optimizer.lr_steps = (24000, 36000)
-  c.optimizer.lr_mults = (0.1, 0.1)
-  c.val_freq = 5000
   c.save_freq = 5000
-  c.tensorboard = True
+  c.total_iter = 42000
+  c.val_freq = 5000
   return c

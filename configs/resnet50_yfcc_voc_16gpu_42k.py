@@ -13,29 +13,13 @@ from cmp_jax import config_lib
 
 def get_config():
   c = config_lib.base()
-  c.model.image_encoder = "resnet50"
-  c.model.sparse_encoder = "shallownet8x"
-  c.model.flow_decoder = "MotionDecoderPlain"
-  c.model.skip_layer = False
-  c.model.decoder_combo = (1, 2, 4)
-
-  c.data.data_root = "data/yfcc"
-  c.data.train_source = ("data/yfcc/lists/train.txt",)
-  c.data.val_source = ("data/yfcc/lists/val.txt",)
-  c.data.flow_file_type = "jpg"
-  c.data.short_size = 416
-  c.data.crop_size = (320, 320)
-  c.data.sample_strategy = ("grid", "watershed")
-  c.data.sample_bg_ratio = 3.629e-05
-  c.data.nms_ks = 67
-  c.data.max_num_guide = -1
-
   c.batch_size = 10  # per device; the original ran 16 GPUs
-  c.total_iter = 42000
-  c.optimizer.lr = 0.1
+  c.data.crop_size = (320, 320)
+  c.data.max_num_guide = -1
+  c.data.nms_ks = 67
+  c.data.sample_bg_ratio = 3.629e-05
+  c.model.image_encoder = 'resnet50'
+  c.model.sparse_encoder = 'shallownet8x'
   c.optimizer.lr_steps = (24000, 36000)
-  c.optimizer.lr_mults = (0.1, 0.1)
-  c.val_freq = 10000
-  c.save_freq = 10000
-  c.tensorboard = True
+  c.total_iter = 42000
   return c

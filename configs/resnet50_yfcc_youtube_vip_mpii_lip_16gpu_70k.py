@@ -13,29 +13,13 @@ from cmp_jax import config_lib
 
 def get_config():
   c = config_lib.base()
-  c.model.image_encoder = "resnet50"
-  c.model.sparse_encoder = "shallownet8x"
-  c.model.flow_decoder = "MotionDecoderPlain"
-  c.model.skip_layer = False
-  c.model.decoder_combo = (1, 2, 4)
-
-  c.data.data_root = "data"
-  c.data.train_source = ("data/yfcc/lists/train.txt", "data/youtube9000/lists/train.txt", "data/VIP/lists/train.txt", "data/MPII/lists/train.txt")
-  c.data.val_source = ("data/yfcc/lists/val.txt",)
-  c.data.flow_file_type = "jpg"
-  c.data.short_size = 416
-  c.data.crop_size = (320, 320)
-  c.data.sample_strategy = ("grid", "watershed")
-  c.data.sample_bg_ratio = 0.00015625
-  c.data.nms_ks = 15
-  c.data.max_num_guide = -1
-
   c.batch_size = 10  # per device; the original ran 16 GPUs
-  c.total_iter = 70000
-  c.optimizer.lr = 0.1
-  c.optimizer.lr_steps = (40000, 60000)
-  c.optimizer.lr_mults = (0.1, 0.1)
-  c.val_freq = 10000
-  c.save_freq = 10000
-  c.tensorboard = True
+  c.data.crop_size = (320, 320)
+  c.data.data_root = 'data'
+  c.data.max_num_guide = -1
+  c.data.nms_ks = 15
+  c.data.train_source = ('data/yfcc/lists/train.txt', 'data/youtube9000/lists/train.txt',
+                         'data/VIP/lists/train.txt', 'data/MPII/lists/train.txt')
+  c.model.image_encoder = 'resnet50'
+  c.model.sparse_encoder = 'shallownet8x'
   return c

@@ -44,7 +44,7 @@ def test_config_matches_reference_table(name):
   c = load(name)
   (ienc, senc, dec, short, crop, bs, iters, steps, nms, bg, maxg, freq, stride) = TABLE[name]
   assert (c.model.image_encoder, c.model.sparse_encoder, c.model.flow_decoder) == (ienc, senc, dec)
-  assert c.model.skip_layer == (dec == "MotionDecoderSkipLayer")
+  assert "skip_layer" not in c.model  # derived from the decoder
   assert (c.model.img_enc_dim, c.model.sparse_enc_dim, c.model.output_dim) == (256, 16, 198)
   assert tuple(c.model.decoder_combo) == (1, 2, 4)
   assert (c.model.nbins, c.model.fmax) == (99, 50.0)

@@ -25,7 +25,6 @@ def _cfg(image_encoder="alexnet_fcn_32x", sparse_encoder=None, decoder="MotionDe
   m.image_encoder = image_encoder
   m.sparse_encoder = sparse_encoder or ("shallownet32x" if image_encoder == "alexnet_fcn_32x" else "shallownet8x")
   m.flow_decoder = decoder
-  m.skip_layer = decoder == "MotionDecoderSkipLayer"
   for k, v in kw.items():
     m[k] = v
   return m
@@ -221,7 +220,7 @@ def test_config_output_shapes(name):
                              _spec(1, 128, 128, 4))
   for size in (384, 320, 256):
     out = jax.eval_shape(model.apply, variables, _spec(2, size, size, 3), _spec(2, size, size, 4))
-    side = size // 2 if c.model.skip_layer else EXPECTED_LOGITS[c.model.image_encoder][size]
+    side = size // 2 if c.model.flow_decoder == "MotionDecoderSkipLayer" else EXPECTED_LOGITS[c.model.image_encoder][size]
     assert out.shape == (2, side, side, 198) and out.dtype == jnp.float32
   h, w = c.data.crop_size
   out = jax.eval_shape(model.apply, variables, _spec(1, h, w, 3), _spec(1, h, w, 4))

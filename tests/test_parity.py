@@ -58,7 +58,6 @@ CASES = {
 def model_cfg(image_encoder, sparse_encoder, decoder):
   m = config_lib.base().model
   m.image_encoder, m.sparse_encoder, m.flow_decoder = image_encoder, sparse_encoder, decoder
-  m.skip_layer = decoder == "MotionDecoderSkipLayer"
   return m
 
 

@@ -13,7 +13,6 @@ torch.set_num_threads(1)
 def _cfg(image_encoder, sparse_encoder, decoder="MotionDecoderPlain"):
   m = config_lib.base().model
   m.image_encoder, m.sparse_encoder, m.flow_decoder = image_encoder, sparse_encoder, decoder
-  m.skip_layer = decoder == "MotionDecoderSkipLayer"
   return m
 
 

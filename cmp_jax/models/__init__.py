@@ -39,7 +39,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float
 def build_model(model_cfg, bn_groups: int = 1) -> CMP:
   """Builds the CMP network described by `config.model`.
 
-  Reads image_encoder, sparse_encoder, flow_decoder, skip_layer, img_enc_dim,
+  Reads image_encoder, sparse_encoder, flow_decoder, img_enc_dim,
   sparse_enc_dim, output_dim, decoder_combo and dtype ('float32' or
   'bfloat16': computation dtype; parameters and BatchNorm statistics stay
   float32). `bn_groups`: BatchNorm statistics per contiguous chunk of
@@ -52,10 +52,9 @@ def build_model(model_cfg, bn_groups: int = 1) -> CMP:
                      ("flow_decoder", DECODERS), ("dtype", DTYPES)):
     if m[key] not in table:
       raise ValueError(f"model.{key}: {m[key]!r} is not one of {tuple(table)}")
-  if bool(m.skip_layer) != (m.flow_decoder == "MotionDecoderSkipLayer"):
-    raise ValueError("model.skip_layer must be True exactly when model.flow_decoder is MotionDecoderSkipLayer")
-  if m.skip_layer and not m.image_encoder.startswith("resnet"):
-    raise ValueError("model.skip_layer: the skip-layer decoder needs a ResNet image encoder "
+  skip_layer = m.flow_decoder == "MotionDecoderSkipLayer"  # the skip-layer decoder reads the encoder's skips
+  if skip_layer and not m.image_encoder.startswith("resnet"):
+    raise ValueError("model.flow_decoder: MotionDecoderSkipLayer needs a ResNet image encoder "
                      "(AlexNet has no skip features)")
   kw = dict(dtype=DTYPES[m.dtype], bn_groups=int(bn_groups))
   image_encoder = IMAGE_ENCODERS[m.image_encoder](int(m.img_enc_dim), **kw)
@@ -65,7 +64,7 @@ def build_model(model_cfg, bn_groups: int = 1) -> CMP:
                      f"but {m.image_encoder} by {image_encoder.output_stride}; their feature maps must match")
   flow_decoder = DECODERS[m.flow_decoder](int(m.output_dim), combo=tuple(int(c) for c in m.decoder_combo),
                                           **kw)
-  return CMP(image_encoder, flow_encoder, flow_decoder, skip_layer=bool(m.skip_layer))
+  return CMP(image_encoder, flow_encoder, flow_decoder, skip_layer=skip_layer)
 
 
 def init_variables(model: CMP, rng: jax.Array, height: int, width: int, batch: int = 1, fast: bool = True):
