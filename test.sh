@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up .venv and runs the whole test suite (about 10 minutes on 2 CPU cores).
+# Sets up .venv and runs the whole test suite (its time on 2 CPU cores: README, Tests).
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup_env.sh

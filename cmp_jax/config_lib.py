@@ -95,6 +95,18 @@ def base():
   return c
 
 
+def model_config(image_encoder="alexnet_fcn_32x", sparse_encoder=None, flow_decoder="MotionDecoderPlain", **kw):
+  """base()'s `model` section with another architecture: the sparse encoder defaults to the one whose
+  stride matches the image encoder's (ShallowNet-32x for AlexNet-32x, else ShallowNet-8x); `kw` sets any
+  other model key."""
+  m = base().model
+  m.image_encoder, m.flow_decoder = image_encoder, flow_decoder
+  m.sparse_encoder = sparse_encoder or ("shallownet32x" if image_encoder == "alexnet_fcn_32x" else "shallownet8x")
+  for k, v in kw.items():
+    m[k] = v
+  return m
+
+
 def _fail(key, msg):
   raise ConfigError(f"config.{key}: {msg}")
 

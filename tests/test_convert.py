@@ -127,9 +127,7 @@ def test_key_map_matches_the_torch_models_state_dict(cfg):
     ("resnet101", "shallownet8x", "MotionDecoderPlain"),
 ])
 def test_key_map_other_architectures(enc, sparse_enc, dec):
-  m = config_lib.base().model
-  m.image_encoder, m.sparse_encoder, m.flow_decoder = enc, sparse_enc, dec
-  m.decoder_combo = (1, 2, 4, 8) if enc == "resnet101" else (1, 2, 4)
+  m = config_lib.model_config(enc, sparse_enc, dec, decoder_combo=(1, 2, 4, 8) if enc == "resnet101" else (1, 2, 4))
   with torch.device("meta"):
     sd = tm.build_torch_model(m).state_dict()
   km = convert.KeyMap(m)

@@ -20,16 +20,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = jax.random.PRNGKey(0)
 
 
-def _cfg(image_encoder="alexnet_fcn_32x", sparse_encoder=None, decoder="MotionDecoderPlain", **kw):
-  m = config_lib.base().model
-  m.image_encoder = image_encoder
-  m.sparse_encoder = sparse_encoder or ("shallownet32x" if image_encoder == "alexnet_fcn_32x" else "shallownet8x")
-  m.flow_decoder = decoder
-  for k, v in kw.items():
-    m[k] = v
-  return m
-
-
 def _spec(*shape, dtype=jnp.float32):
   return jax.ShapeDtypeStruct(shape, dtype)
 
@@ -58,7 +48,7 @@ def _cheap_variables(module, *inputs, **kw):
 
 @functools.lru_cache(maxsize=None)
 def _model_shapes(image_encoder, decoder, size, batch=2):
-  model = models.build_model(_cfg(image_encoder, decoder=decoder))
+  model = models.build_model(config_lib.model_config(image_encoder, flow_decoder=decoder))
   return _shapes(model, _spec(batch, size, size, 3), _spec(batch, size, size, 4))
 
 
@@ -269,19 +259,19 @@ def test_resnet_ret_feat_returns_the_input_image():
 
 @pytest.mark.parametrize("image_encoder", ["resnet18", "resnet34", "resnet101", "resnet152", "alexnet_fcn_8x"])
 def test_other_encoders_build_into_cmp(image_encoder):
-  model = models.build_model(_cfg(image_encoder))
+  model = models.build_model(config_lib.model_config(image_encoder))
   _, out = _shapes(model, _spec(2, 64, 64, 3), _spec(2, 64, 64, 4))
   assert out.shape == (2, 8, 8, 198)
 
 
 def test_resnet18_skiplayer_works():
-  _, out = _shapes(models.build_model(_cfg("resnet18", decoder="MotionDecoderSkipLayer")), _spec(1, 64, 64, 3),
+  _, out = _shapes(models.build_model(config_lib.model_config("resnet18", flow_decoder="MotionDecoderSkipLayer")), _spec(1, 64, 64, 3),
                    _spec(1, 64, 64, 4))
   assert out.shape == (1, 32, 32, 198)
 
 
 def test_bfloat16_compute_keeps_float32_params():
-  model = models.build_model(_cfg("resnet50", decoder="MotionDecoderSkipLayer", dtype="bfloat16"))
+  model = models.build_model(config_lib.model_config("resnet50", flow_decoder="MotionDecoderSkipLayer", dtype="bfloat16"))
   variables, out = _shapes(model, _spec(1, 64, 64, 3), _spec(1, 64, 64, 4))
   assert out.dtype == jnp.bfloat16 and out.shape == (1, 32, 32, 198)
   dtypes = {x.dtype for x in jax.tree_util.tree_leaves(variables)}
@@ -293,7 +283,7 @@ def test_bfloat16_compute_keeps_float32_params():
 # --------------------------------------------------------------------------------------------------
 
 def test_alexnet_needs_multiples_of_32():
-  model = models.build_model(_cfg("alexnet_fcn_32x"))
+  model = models.build_model(config_lib.model_config("alexnet_fcn_32x"))
   with pytest.raises(ValueError, match=r"400x384.*multiples of 32"):
     jax.eval_shape(model.init, KEY, _spec(1, 400, 384, 3), _spec(1, 400, 384, 4))
   with pytest.raises(ValueError, match="32"):
@@ -302,14 +292,14 @@ def test_alexnet_needs_multiples_of_32():
 
 @pytest.mark.parametrize("image_encoder", ["resnet50", "alexnet_fcn_8x"])
 def test_stride8_encoders_need_multiples_of_8(image_encoder):
-  model = models.build_model(_cfg(image_encoder))
+  model = models.build_model(config_lib.model_config(image_encoder))
   with pytest.raises(ValueError, match=r"252x256.*multiples of 8"):
     jax.eval_shape(model.init, KEY, _spec(1, 252, 256, 3), _spec(1, 252, 256, 4))
   model.check_input((1, 256, 256, 3), (1, 256, 256, 4))  # fine
 
 
 def test_too_small_inputs_and_mismatched_guidance_are_named():
-  model = models.build_model(_cfg("alexnet_fcn_32x"))
+  model = models.build_model(config_lib.model_config("alexnet_fcn_32x"))
   with pytest.raises(ValueError, match=r"64x64.*at least 128"):
     model.check_input((1, 64, 64, 3), (1, 64, 64, 4))
   with pytest.raises(ValueError, match="same batch size, height and width"):
@@ -318,18 +308,18 @@ def test_too_small_inputs_and_mismatched_guidance_are_named():
     model.check_input((1, 128, 128, 3), (1, 128, 128, 2))
   with pytest.raises(ValueError, match="NHWC"):
     model.check_input((1, 3, 128, 128), (1, 128, 128, 4))
-  skip = models.build_model(_cfg("resnet50", decoder="MotionDecoderSkipLayer"))
+  skip = models.build_model(config_lib.model_config("resnet50", flow_decoder="MotionDecoderSkipLayer"))
   with pytest.raises(ValueError, match="at least 64"):
     skip.check_input((1, 32, 32, 3), (1, 32, 32, 4))
 
 
 def test_build_model_rejects_inconsistent_configs():
   with pytest.raises(ValueError, match="ResNet"):
-    models.build_model(_cfg("alexnet_fcn_32x", decoder="MotionDecoderSkipLayer"))
+    models.build_model(config_lib.model_config("alexnet_fcn_32x", flow_decoder="MotionDecoderSkipLayer"))
   with pytest.raises(ValueError, match="downsamples by 8"):
-    models.build_model(_cfg("alexnet_fcn_32x", sparse_encoder="shallownet8x"))
+    models.build_model(config_lib.model_config("alexnet_fcn_32x", sparse_encoder="shallownet8x"))
   with pytest.raises(ValueError, match="model.image_encoder"):
-    models.build_model(_cfg("vgg16"))
+    models.build_model(config_lib.model_config("vgg16"))
   with pytest.raises(ValueError, match="combo"):
     jax.eval_shape(models.MotionDecoderPlain(198, (1, 3)).init, KEY, _spec(1, 8, 8, 272))
 
@@ -368,7 +358,7 @@ def initialised():
 
   def get(image_encoder, size):
     if image_encoder not in cache:
-      model = models.build_model(_cfg(image_encoder))
+      model = models.build_model(config_lib.model_config(image_encoder))
       cache[image_encoder] = model, models.init_variables(model, jax.random.PRNGKey(3), size, size)
     return cache[image_encoder]
   return get
@@ -487,7 +477,7 @@ def test_batchnorm_groups_must_divide_batch():
 
 
 def test_bn_groups_reach_every_batchnorm():
-  model = models.build_model(_cfg("alexnet_fcn_32x"), bn_groups=2)
+  model = models.build_model(config_lib.model_config("alexnet_fcn_32x"), bn_groups=2)
   found = []
 
   def interceptor(next_fun, args, kwargs, context):

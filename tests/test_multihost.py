@@ -25,8 +25,6 @@ import jax
 import numpy as np
 import pytest
 
-import train_fixture
-from test_train import subprocess_env
 from cmp_jax import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,8 +37,8 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_train_like_one_process_with_four_devices(tmp_path):
-  data = train_fixture.write_dataset(str(tmp_path / "data"))
+def test_two_processes_train_like_one_process_with_four_devices(train_dataset, subprocess_env, tmp_path):
+  data = train_dataset
   coordinator = f"127.0.0.1:{_free_port()}"
   out = tmp_path / "out"
   runs = {

@@ -55,12 +55,6 @@ CASES = {
 }
 
 
-def model_cfg(image_encoder, sparse_encoder, decoder):
-  m = config_lib.base().model
-  m.image_encoder, m.sparse_encoder, m.flow_decoder = image_encoder, sparse_encoder, decoder
-  return m
-
-
 def randomize_(module, seed=0):
   """Non-trivial weights and BN statistics, in place."""
   g = torch.Generator().manual_seed(seed)
@@ -98,7 +92,7 @@ def train_mode(module):
 @pytest.fixture(scope="module", params=list(CASES))
 def case(request):
   enc, sparse_enc, dec, batch, size = CASES[request.param]
-  cfg = model_cfg(enc, sparse_enc, dec)
+  cfg = config_lib.model_config(enc, sparse_enc, dec)
   torch.manual_seed(0)
   tmodel = randomize_(tm.build_torch_model(cfg))
   variables = convert.torch_state_dict_to_flax(tmodel.state_dict(), cfg)

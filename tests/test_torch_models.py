@@ -10,12 +10,6 @@ from cmp_jax import torch_models as tm  # noqa: E402
 torch.set_num_threads(1)
 
 
-def _cfg(image_encoder, sparse_encoder, decoder="MotionDecoderPlain"):
-  m = config_lib.base().model
-  m.image_encoder, m.sparse_encoder, m.flow_decoder = image_encoder, sparse_encoder, decoder
-  return m
-
-
 # Reference Appendix B: weights, biases and BN gamma/beta, no running statistics.
 @pytest.mark.parametrize("build, count", [
     (lambda: tm.alexnet_fcn_32x(256), 31_037_760),
@@ -24,9 +18,9 @@ def _cfg(image_encoder, sparse_encoder, decoder="MotionDecoderPlain"):
     (lambda: tm.shallownet32x(16), 4_000),
     (lambda: tm.MotionDecoderPlain(272, 198, (1, 2, 4)), 1_460_934),
     (lambda: tm.MotionDecoderSkipLayer(272, 198), 4_479_846),
-    (lambda: tm.build_torch_model(_cfg("alexnet_fcn_32x", "shallownet32x")), 32_502_694),
-    (lambda: tm.build_torch_model(_cfg("resnet50", "shallownet8x")), 25_497_510),
-    (lambda: tm.build_torch_model(_cfg("resnet50", "shallownet8x", "MotionDecoderSkipLayer")), 28_516_422),
+    (lambda: tm.build_torch_model(config_lib.model_config("alexnet_fcn_32x", "shallownet32x")), 32_502_694),
+    (lambda: tm.build_torch_model(config_lib.model_config("resnet50", "shallownet8x")), 25_497_510),
+    (lambda: tm.build_torch_model(config_lib.model_config("resnet50", "shallownet8x", "MotionDecoderSkipLayer")), 28_516_422),
 ], ids=["alexnet", "resnet50", "shallownet8x", "shallownet32x", "plain", "skiplayer", "alexnet+plain",
         "r50+plain", "r50+skiplayer"])
 def test_parameter_counts(build, count):
@@ -34,7 +28,7 @@ def test_parameter_counts(build, count):
 
 
 def test_state_dict_keys_match_the_original_layout():
-  sd = tm.build_torch_model(_cfg("alexnet_fcn_32x", "shallownet32x")).state_dict()
+  sd = tm.build_torch_model(config_lib.model_config("alexnet_fcn_32x", "shallownet32x")).state_dict()
   keys = set(sd)
   for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"):
     assert {f"image_encoder.{name}.0.weight", f"image_encoder.{name}.0.bias",
@@ -47,7 +41,7 @@ def test_state_dict_keys_match_the_original_layout():
   assert sd["image_encoder.conv1.0.weight"].shape == (96, 3, 11, 11)
   assert sd["image_encoder.fc6.0.weight"].shape == (4096, 256, 3, 3)
 
-  sd = tm.build_torch_model(_cfg("resnet50", "shallownet8x", "MotionDecoderSkipLayer")).state_dict()
+  sd = tm.build_torch_model(config_lib.model_config("resnet50", "shallownet8x", "MotionDecoderSkipLayer")).state_dict()
   keys = set(sd)
   assert {"image_encoder.conv1.weight", "image_encoder.bn1.running_mean", "image_encoder.layer1.0.downsample.0.weight",
           "image_encoder.layer4.2.bn3.weight", "image_encoder.conv5.weight", "image_encoder.conv5.bias"} <= keys
@@ -79,7 +73,7 @@ def test_resnet50_is_dilated_to_stride_8():
 ])
 def test_forward_shapes(image_encoder, sparse_encoder, decoder, size, out):
   torch.manual_seed(0)
-  model = tm.build_torch_model(_cfg(image_encoder, sparse_encoder, decoder)).eval()
+  model = tm.build_torch_model(config_lib.model_config(image_encoder, sparse_encoder, decoder)).eval()
   with torch.no_grad():
     logits = model(torch.randn(2, 3, size, size), torch.randn(2, 4, size, size))
   assert logits.shape == (2, 198, out, out)

@@ -1,7 +1,9 @@
-"""train.py and cmp_jax.train_lib: start-up checks, metrics, NaN stop, bf16, SIGKILL + resume.
+"""train.py, cmp_jax.trainer, cmp_jax.train_lib and the flow evaluator: start-up checks, metrics, NaN stop,
+bf16, SIGKILL + resume.
 
 Subprocess runs use 2 simulated CPU devices, a tiny ResNet-18 model on 32x32 crops of a fixture dataset in
-the original's layout (tests/train_fixture.py), and a persistent compilation cache under /tmp.
+the original's layout (tests/train_fixture.py, the `train_dataset` fixture of conftest.py), and a persistent
+compilation cache under /tmp.
 """
 
 import json
@@ -21,24 +23,11 @@ from cmp_jax import checkpoint, losses, models, optim, train_lib, trainer
 from cmp_jax.evaluators import flow as flow_eval
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CACHE = "/tmp/cmp_jax_test_xla_cache"
-
-
-def subprocess_env(devices=2):
-  env = dict(os.environ)
-  env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-             TF_CPP_MIN_LOG_LEVEL="2", JAX_COMPILATION_CACHE_DIR=CACHE, PYTHONPATH=ROOT)
-  return env
 
 
 def train_cmd(data_root, workdir, *overrides):
   return [sys.executable, os.path.join(ROOT, "train.py"), "--config",
           f"{os.path.join(ROOT, 'tests', 'train_fixture.py')}:{data_root}", "--workdir", str(workdir), *overrides]
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-  return train_fixture.write_dataset(str(tmp_path_factory.mktemp("cmp_data")))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -51,10 +40,10 @@ def dataset(tmp_path_factory):
     ("--config.data.val_source=('/nonexistent/val.txt',)", "config.data.val_source"),
     ("--config.global_batch_size=5", "config.global_batch_size"),
 ])
-def test_bad_config_fails_at_startup_naming_the_key(dataset, tmp_path, override, key):
+def test_bad_config_fails_at_startup_naming_the_key(train_dataset, subprocess_env, tmp_path, override, key):
   t0 = time.time()
-  r = subprocess.run(train_cmd(dataset, tmp_path / "wd", override), env=subprocess_env(), capture_output=True,
-                     text=True, timeout=120)
+  r = subprocess.run(train_cmd(train_dataset, tmp_path / "wd", override), env=subprocess_env(),
+                     capture_output=True, text=True, timeout=120)
   assert r.returncode == 2, r.stdout + r.stderr
   assert key in r.stderr, r.stderr
   assert "Traceback" not in r.stderr
@@ -123,8 +112,8 @@ def test_eval_fn_epe_of_a_perfect_and_a_zero_prediction():
 # A NaN loss stops the run, naming the step, before a checkpoint holds it.
 # ---------------------------------------------------------------------------------------------------------
 
-def test_nan_loss_stops_before_saving(dataset, tmp_path):
-  c = train_fixture.tiny_config(dataset)
+def test_nan_loss_stops_before_saving(train_dataset, tmp_path):
+  c = train_fixture.tiny_config(train_dataset)
   c.batch_size = 1           # x 8 simulated devices
   c.optimizer.lr = 1e30      # diverges within a few steps
   c.save_freq = 1
@@ -145,8 +134,8 @@ def test_nan_loss_stops_before_saving(dataset, tmp_path):
 # Mixed precision
 # ---------------------------------------------------------------------------------------------------------
 
-def test_bfloat16_step_runs_and_its_loss_is_close_to_float32(dataset):
-  c = train_fixture.tiny_config(dataset)
+def test_bfloat16_step_runs_and_its_loss_is_close_to_float32(train_dataset):
+  c = train_fixture.tiny_config(train_dataset)
   tx, schedule = optim.from_config(c.optimizer)
   rng = np.random.default_rng(0)
   flow = rng.normal(scale=3.0, size=(2, 32, 32, 2)).astype(np.float32)
@@ -182,7 +171,7 @@ def _committed_steps(workdir):
   return sorted(int(s) for s in os.listdir(d) if s.isdigit()) if os.path.isdir(d) else []
 
 
-def test_sigkilled_run_resumes_bit_exactly(dataset, tmp_path):
+def test_sigkilled_run_resumes_bit_exactly(train_dataset, subprocess_env, tmp_path):
   total = 16
   args = [f"--config.total_iter={total}", "--config.save_freq=4", "--config.print_freq=4",
           "--config.val_freq=1000", "--config.keep_checkpoints=3", "--config.tensorboard=False"]
@@ -190,9 +179,9 @@ def test_sigkilled_run_resumes_bit_exactly(dataset, tmp_path):
   ref, wd = tmp_path / "uninterrupted", tmp_path / "killed"
 
   # The uninterrupted reference and the run to kill go side by side.
-  ref_proc = subprocess.Popen(train_cmd(dataset, ref, *args), env=env, stdout=subprocess.PIPE,
+  ref_proc = subprocess.Popen(train_cmd(train_dataset, ref, *args), env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
-  proc = subprocess.Popen(train_cmd(dataset, wd, *args), env=env, stdout=subprocess.DEVNULL,
+  proc = subprocess.Popen(train_cmd(train_dataset, wd, *args), env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   try:
     deadline = time.time() + 300
@@ -214,7 +203,7 @@ def test_sigkilled_run_resumes_bit_exactly(dataset, tmp_path):
   junk.mkdir()
   (junk / "half_written").write_text("x")
 
-  r = subprocess.run(train_cmd(dataset, wd, *args), env=env, capture_output=True, text=True, timeout=300)
+  r = subprocess.run(train_cmd(train_dataset, wd, *args), env=env, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
   assert f"resumed from {wd / 'checkpoints' / str(killed_at)}" in r.stdout
   assert not junk.exists()
