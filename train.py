@@ -12,8 +12,10 @@ config.batch_size is PER DEVICE, as in the original (global batch = batch_size x
 config.global_batch_size. What the workdir holds: cmp_jax/trainer.py.
 """
 
+import logging as pylogging
 import os
 import sys
+import threading
 
 from absl import flags
 from absl import logging
@@ -37,16 +39,31 @@ def define_flags(fv):
 def main(argv):
   fv, _ = cli.parse(argv, define_flags, __doc__, required=("config", "workdir"))
   config = config_lib.validate(fv.config)  # before jax touches a device
-  logging.set_verbosity(logging.WARNING)  # orbax and jax log every save and backend probe at INFO
+  if os.path.exists(fv.workdir) and not os.path.isdir(fv.workdir):
+    raise cli.UsageError(f"--workdir {fv.workdir}: exists and is not a folder")
+  # The libraries' own log (orbax and jax log every save and backend probe at INFO; a failed save logs
+  # each writer thread's traceback) goes to a file in the workdir; the terminal shows the trainer's lines.
+  os.makedirs(fv.workdir, exist_ok=True)
+  logging.set_verbosity(logging.WARNING)
+  pylogging.getLogger().addHandler(pylogging.FileHandler(os.path.join(fv.workdir, "libraries.log")))
+  threading.excepthook = lambda a: pylogging.getLogger("threads").error(
+      "thread %s", a.thread, exc_info=(a.exc_type, a.exc_value, a.exc_traceback))
   import jax
 
-  from cmp_jax import parallel, trainer
+  from cmp_jax import checkpoint, parallel, trainer
+  from cmp_jax.data import formats
   cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or fv.compilation_cache
   if cache:
     jax.config.update("jax_compilation_cache_dir", cache)
   parallel.initialize_distributed(fv.coordinator_address, fv.num_processes, fv.process_id)
   try:
     trainer.train_and_evaluate(config, fv.workdir)
+  except (checkpoint.CheckpointError, formats.DataError, trainer.NoValidSamplesError, OSError) as e:
+    # A workdir of another model, a failed save, bad data, a folder that cannot be written. os._exit: the
+    # threads of a failed orbax save would print tracebacks at interpreter exit.
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(2)
   except trainer.NonFiniteLossError as e:  # not a bad input: exit code 1
     cli.fail(e, code=1)
   return 0

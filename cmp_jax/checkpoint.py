@@ -20,12 +20,18 @@ here only takes all-digit names, and `train_manager` (orbax's
 cleanup_tmp_directories) deletes such leftovers when a run restarts.
 """
 
+import glob
+import json
 import os
+import re
+import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
+
+from cmp_jax import fileio, models
 
 
 class CheckpointError(ValueError):
@@ -147,6 +153,61 @@ def load_variables(path):
   return jax.tree.map(np.array, variables), step  # writable host copies
 
 
+def run_dir(path):
+  """The folder whose `config.json` describes the checkpoint at `path` (a workdir, its checkpoints/ folder,
+  one step folder, or a `convert from-torch` output folder)."""
+  ckpt_dir, _ = _resolve(path)
+  return os.path.dirname(ckpt_dir) if os.path.basename(ckpt_dir) == "checkpoints" else ckpt_dir
+
+
+def write_run_config(directory, config):
+  """Writes the config a run's checkpoints were made with to `directory/config.json` (atomically)."""
+  fileio.atomic_write_bytes(os.path.join(directory, "config.json"), config.to_json_best_effort(indent=2).encode())
+
+
+def check_model_config(directory, config, what=None):
+  """Raises CheckpointError naming every architecture key (`models.ARCH_KEYS`) in which the config saved in
+  `directory/config.json` differs from `config`. A folder without config.json (written by older versions)
+  passes: its variables are still checked one by one when loaded."""
+  path = os.path.join(directory, "config.json")
+  if not os.path.isfile(path):
+    return
+  try:
+    with open(path) as f:
+      saved = json.load(f).get("model", {})
+  except (OSError, ValueError, AttributeError) as e:
+    raise CheckpointError(f"{path}: not a readable config ({e})") from None
+  diffs = []
+  for key in models.ARCH_KEYS:
+    ours = list(config.model[key]) if key == "decoder_combo" else config.model[key]
+    if key in saved and saved[key] != ours:
+      diffs.append(f"model.{key} is {saved[key]!r} there but {ours!r} in this config")
+  if diffs:
+    raise CheckpointError(f"{what or directory} was made with another model: " + "; ".join(diffs) +
+                          f" (its config: {path})")
+
+
+def load_checked(path, config, part="full"):
+  """Loads the model variables at `path` for `config`'s model; returns (variables, step).
+
+  Refuses (CheckpointError) a checkpoint whose saved config names another architecture, and one with any
+  variable missing, left over or of another shape. part='image_encoder' loads and checks only the image
+  encoder's variables (of a full checkpoint, or of one written by `convert from-torch --part
+  image_encoder`). Values are cast to the model's dtypes.
+  """
+  variables, step = load_variables(path)
+  where = f"checkpoint {path!r} (step {step})"
+  check_model_config(run_dir(path), config, where)
+  expected = models.variable_shapes(config.model)
+  if part == "image_encoder":
+    def encoder(tree):
+      return {c: {"image_encoder": tree[c]["image_encoder"]} for c in ("params", "batch_stats")
+              if "image_encoder" in tree.get(c, {})}
+    expected, variables = encoder(expected), encoder(variables)
+  check_variables(expected, variables, where)
+  return jax.tree.map(lambda v, e: np.asarray(v, e.dtype), variables, expected), step
+
+
 # ---------------------------------------------------------------------------
 # Train state (train.py): saved every save_freq steps, resumed from the latest
 # ---------------------------------------------------------------------------
@@ -154,18 +215,32 @@ def load_variables(path):
 def train_manager(workdir, keep):
   """The CheckpointManager of a training run: `<workdir>/checkpoints`, the last `keep` steps kept.
 
-  Saves are asynchronous: the arrays are copied off the devices before `save` returns and the files are
-  written in the background; call `wait_until_finished()` before exiting. Leftover temporary folders of a
+  `save_state` waits for each save to be committed. Leftover temporary folders of a
   save that was killed are deleted when the manager starts.
   """
   return manager(os.path.join(workdir, "checkpoints"), keep, cleanup_tmp=True)
 
 
 def save_state(mngr, step, state):
-  """Saves the train state (jax arrays, possibly spread over several processes) as `step`, once."""
+  """Saves the train state (jax arrays, possibly spread over several processes) as `step`, once.
+
+  Waits until the step is committed, so that a save that fails (a full disk, a folder that cannot be
+  written) stops the run at once with a CheckpointError, not at the next save or at exit.
+  """
   if int(step) in mngr.all_steps():
     return False
-  return mngr.save(int(step), args=ocp.args.StandardSave(state), force=True)
+  try:
+    mngr.save(int(step), args=ocp.args.StandardSave(state), force=True)
+    mngr.wait_until_finished()
+  except Exception as e:  # orbax wraps the OSError of the writer thread in several types
+    for tmp in glob.glob(os.path.join(str(mngr.directory), f"{int(step)}.orbax-checkpoint-tmp*")):
+      shutil.rmtree(tmp, ignore_errors=True)
+    reason = re.sub(r"\s*\[tensorstore_spec='.*?'\]", "", str(e))  # a page of JSON per array
+    reason = reason if len(reason) <= 400 else reason[:400] + " ..."
+    raise CheckpointError(f"could not save step {step} to {os.path.join(str(mngr.directory), str(step))!r} "
+                          f"({type(e).__name__}: {reason}). Nothing of that step was committed; free space or "
+                          "fix the folder, then rerun the same command to resume from the last checkpoint.") from e
+  return True
 
 
 def restore_state(mngr, step, abstract_state):

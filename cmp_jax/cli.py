@@ -14,6 +14,7 @@ import sys
 from typing import Callable, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # tf.data's start-up banners
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # its notice on stderr (tf.data runs no oneDNN op)
 
 from absl import flags
 from ml_collections import config_flags

@@ -28,7 +28,6 @@ is allocated) and raises `ConversionError` listing missing, unexpected and mis-s
 """
 
 import collections
-import functools
 import os
 import re
 import sys
@@ -85,31 +84,10 @@ def _flatten(tree, prefix=()):
       yield prefix + (k,), v
 
 
-_MODEL_KEYS = ("image_encoder", "sparse_encoder", "flow_decoder", "img_enc_dim", "sparse_enc_dim",
-               "output_dim", "decoder_combo")
-
-
 def variable_shapes(model_cfg):
-  """{'params': ..., 'batch_stats': ...} of ShapeDtypeStructs for the config's Flax model (no allocation)."""
-  m = _model_cfg(model_cfg)
-  desc = tuple((k, tuple(m[k]) if k == "decoder_combo" else m[k]) for k in _MODEL_KEYS)
-  return _variable_shapes(desc)
-
-
-@functools.lru_cache(maxsize=16)
-def _variable_shapes(desc):
-  import jax
-  import jax.numpy as jnp
-  import ml_collections
-
+  """The Flax variables' shapes for a config (or its model section): see `cmp_jax.models.variable_shapes`."""
   from cmp_jax import models
-  m = ml_collections.ConfigDict(dict(desc, dtype="float32"))
-  model = models.build_model(m)
-  side = model.input_multiple * model.flow_decoder.largest_pool
-  image = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
-  sparse = jax.ShapeDtypeStruct((1, side, side, 4), jnp.float32)
-  shapes = jax.eval_shape(lambda i, s: model.init(jax.random.key(0), i, s, train=False), image, sparse)
-  return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
+  return models.variable_shapes(_model_cfg(model_cfg))
 
 
 class KeyMap:
@@ -344,14 +322,17 @@ def from_torch(ckpt, config, out, part="full"):
   except ConversionError as e:
     raise ConversionError(f"{ckpt}: {e}") from None
   path = checkpoint.save_variables(out, variables, step)
-  fileio.atomic_write_bytes(os.path.join(out, "config.json"), config.to_json_best_effort(indent=2).encode())
+  checkpoint.write_run_config(out, config)
   return path
 
 
 def to_torch(checkpoint_path, config, out, part="image_encoder"):
   """Exports a cmp-jax checkpoint as a PyTorch file (see the module docstring); returns (path, step)."""
   from cmp_jax import checkpoint
-  variables, step = checkpoint.load_variables(checkpoint_path)
+  try:
+    variables, step = checkpoint.load_checked(checkpoint_path, config)
+  except checkpoint.CheckpointError as e:
+    raise ConversionError(str(e)) from None
   try:
     if part == "image_encoder":
       obj = flax_to_torch_state_dict(variables, config, part="image_encoder", num_batches_tracked=step)

@@ -174,17 +174,10 @@ def build(config, checkpoint=None):
     raise PropagateError(f"config.data.crop_size {(ch, cw)}: {e}") from None
   if checkpoint is None:
     return model, models.init_variables(model, jax.random.key(int(config.seed)), ch, cw), None
-  image = jax.ShapeDtypeStruct((1, ch, cw, 3), np.float32)
-  sparse = jax.ShapeDtypeStruct((1, ch, cw, 4), np.float32)
-  expected = jax.eval_shape(lambda i, s: model.init(jax.random.key(0), i, s, train=False), image, sparse)
   try:
-    variables, step = ckpt_lib.load_variables(checkpoint)
-    ckpt_lib.check_variables(expected, variables, where=f"checkpoint {checkpoint!r} (step {step})")
+    variables, step = ckpt_lib.load_checked(checkpoint, config)
   except ckpt_lib.CheckpointError as e:
     raise PropagateError(str(e)) from None
-  variables = jax.tree.map(lambda v, e: np.asarray(v, e.dtype),
-                           {"params": variables["params"], "batch_stats": variables["batch_stats"]},
-                           {"params": expected["params"], "batch_stats": expected.get("batch_stats", {})})
   return model, variables, step
 
 

@@ -41,6 +41,20 @@ def _log_to(path):
   return log
 
 
+class NoValidSamplesError(ValueError):
+  """Every sample of the validation set was bad (and skipped): there is nothing to score."""
+
+
+def _bad_samples(iterator, first=3):
+  """(count, ['file: reason', ...] for the first few) of the samples an iterator skipped as bad."""
+  stats = iterator.bad_samples.as_dict()
+  return stats["count"], [f"{f}: {why}" for f, why in list(stats["files"].items())[:first]]
+
+
+def _all_finite(tree):
+  return jax.tree.reduce(lambda a, b: a & b, jax.tree.map(lambda x: jax.numpy.isfinite(x).all(), tree))
+
+
 def train_and_evaluate(config, workdir):
   """Trains (or resumes) the run in `workdir`; returns the final host train state and val metrics."""
   from cmp_jax.data import pipeline  # imports TensorFlow: only once the config is known to be good
@@ -65,9 +79,10 @@ def train_and_evaluate(config, workdir):
   primary = jax.process_index() == 0  # logs, metrics, pictures; every process trains and checkpoints
   os.makedirs(workdir, exist_ok=True)
   log = _log_to(os.path.join(workdir, "log.txt")) if primary else (lambda msg: None)
+  if os.path.isdir(os.path.join(workdir, "checkpoints")):  # a resume: refused before anything is written
+    checkpoint.check_model_config(workdir, config, f"the run in {workdir}")
   if primary:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    checkpoint.write_run_config(workdir, config)
 
   # ---------------------------------------------------------------------------------------------------------
   # Devices and mesh: batch on the 'data' axis, everything else replicated; BatchNorm per device by default.
@@ -133,8 +148,13 @@ def train_and_evaluate(config, workdir):
     res, pictures = {}, {}
     for name, value in evaluator.run({"params": state["params"], "batch_stats": state["batch_stats"]}):
       (pictures if np.ndim(value) == 3 else res)[name] = value
-    log(f"val step {step}: {flow_eval.summary(res, time.time() - t0)}")
-    writer.scalars(step, {f"val/{k}": v for k, v in res.items()})
+    bad, first = _bad_samples(val_iter)
+    if not res["samples"]:
+      raise NoValidSamplesError(f"validation: every sample of config.data.val_source is bad ({bad} skipped; "
+                                f"first: {'; '.join(first)}): nothing to score")
+    log(f"val step {step}: {flow_eval.summary(res, time.time() - t0)}" +
+        (f" | {bad} bad samples skipped (first: {'; '.join(first)})" if bad else ""))
+    writer.scalars(step, {**{f"val/{k}": v for k, v in res.items()}, **({"val/bad_samples": bad} if bad else {})})
     for name, picture in pictures.items():
       flowviz.save_png(os.path.join(workdir, "vis", f"val_{step:07d}.png"), picture)
       writer.image(step, f"val/{name}", picture)
@@ -158,7 +178,8 @@ def train_and_evaluate(config, workdir):
   if config.initial_val and start_step == 0:
     val_res = validate(0)
   chrono = train_lib.Chrono(start_step, total, global_batch)
-  pending, window = None, []
+  pending, window, bad_reported = None, [], 0
+  params_finite = jax.jit(_all_finite)
   log(f"training steps {start_step} -> {total}")
   try:
     for step in range(start_step, total):
@@ -181,9 +202,19 @@ def train_and_evaluate(config, workdir):
                "train/npts": float(host_metrics["npts"]), "img_per_s": speed["img_per_s"]}
         log(f"step {done}/{total} | loss {row['train/loss']:.4f} | lr {row['train/lr']:.3g} | "
             f"{speed['img_per_s']:.1f} img/s | ETA {train_lib.format_seconds(speed['eta_s'])}")
+        bad, first = _bad_samples(train_iter)
+        if bad > bad_reported:  # skip_bad_samples=True: say so as soon as it happens
+          log(f"skipped {bad} bad training samples so far (first: {'; '.join(first)})")
+          row.update({"data/bad_samples": bad, "data/bad_sample_files": first})
+          bad_reported = bad
         writer.scalars(done, row)
         window = []
       if save:
+        if not bool(params_finite(state["params"])):  # a finite loss can still leave inf/NaN weights
+          raise NonFiniteLossError(
+              f"the parameters are not finite after step {done - 1} (0-based; the loss was still finite). "
+              f"Stopped before saving them; the last checkpoint in {os.path.join(workdir, 'checkpoints')} (if "
+              "any) is from before. Lower config.optimizer.lr or check the data.")
         checkpoint.save_state(mngr, done, state)
       if val:
         val_res = validate(done)
@@ -191,7 +222,10 @@ def train_and_evaluate(config, workdir):
     mngr.wait_until_finished()
     writer.close()
   if start_step < total or latest is None:
+    bad = [f"{_bad_samples(it)[0]} {name}" for name, it in (("training", train_iter), ("validation", val_iter))
+           if _bad_samples(it)[0]]
     log(f"done: checkpoints in {os.path.join(workdir, 'checkpoints')} (latest {mngr.latest_step()}), "
-        f"metrics in {os.path.join(workdir, 'metrics.jsonl')}, pictures in {os.path.join(workdir, 'vis')}")
+        f"metrics in {os.path.join(workdir, 'metrics.jsonl')}, pictures in {os.path.join(workdir, 'vis')}" +
+        (f"; bad samples skipped: {', '.join(bad)}" if bad else ""))
   mngr.close()
   return parallel.to_host(state), val_res

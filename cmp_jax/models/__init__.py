@@ -86,6 +86,29 @@ def init_variables(model: CMP, rng: jax.Array, height: int, width: int, batch: i
   return jax.jit(lambda r: layers.init_from_shapes(shapes, r))(rng)
 
 
+# The config.model keys that decide which variables a model has and what its outputs mean: a checkpoint
+# trained with other values of any of them does not belong to the model (see cmp_jax.checkpoint).
+ARCH_KEYS = ("image_encoder", "sparse_encoder", "flow_decoder", "img_enc_dim", "sparse_enc_dim", "output_dim",
+             "decoder_combo", "nbins", "fmax")
+
+
+def variable_shapes(model_cfg) -> Any:
+  """{'params': ..., 'batch_stats': ...} of ShapeDtypeStructs for `config.model` (float32; nothing allocated)."""
+  desc = tuple((k, tuple(model_cfg[k]) if k == "decoder_combo" else model_cfg[k]) for k in ARCH_KEYS)
+  return _variable_shapes(desc)
+
+
+@functools.lru_cache(maxsize=16)
+def _variable_shapes(desc):
+  import ml_collections
+  model = build_model(ml_collections.ConfigDict(dict(desc, dtype="float32")))
+  side = model.input_multiple * model.flow_decoder.largest_pool
+  image = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+  sparse = jax.ShapeDtypeStruct((1, side, side, 4), jnp.float32)
+  shapes = jax.eval_shape(lambda i, s: model.init(jax.random.key(0), i, s, train=False), image, sparse)
+  return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
+
+
 def count_params(tree: Any) -> int:
   """Number of scalars in a pytree (works on arrays and ShapeDtypeStructs)."""
   return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))

@@ -1,0 +1,84 @@
+"""Each user-facing tool on each kind of bad input, as a user runs it: a subprocess that must exit with code 2
+and one line on stderr naming the file or setting, with no traceback and nothing half-written."""
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import train_fixture
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_tool(args, env, timeout=300, preexec_fn=None):
+  return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=timeout, preexec_fn=preexec_fn)
+
+
+def assert_refused(r, *words):
+  """Exit code 2, stderr one line (after any library noise) with `error:` and every word, no traceback."""
+  assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-4000:]
+  assert "Traceback" not in r.stderr, r.stderr
+  lines = [line for line in r.stderr.splitlines() if line.strip()]
+  errors = [line for line in lines if line.startswith("error:")]
+  assert len(errors) == 1 and lines[-1] == errors[0], r.stderr
+  for w in words:
+    assert w in errors[0], (w, errors[0])
+  return errors[0]
+
+
+def train(data, workdir, *overrides):
+  return ["train.py", "--config", f"tests/train_fixture.py:{data}", "--workdir", str(workdir), *overrides]
+
+
+@pytest.mark.parametrize("override, words", [
+    ("--config.batch_size=abc", ("config.batch_size", "abc")),
+    ("--config.data.crop_sise=(32,32)", ("config.data.crop_sise", "no such key")),
+    ("--bogus=1", ("--bogus",)),
+])
+def test_train_bad_flags(train_dataset, subprocess_env, tmp_path, override, words):
+  assert_refused(run_tool(train(train_dataset, tmp_path / "wd", override), subprocess_env()), *words)
+  assert not (tmp_path / "wd").exists()
+
+
+def test_train_workdir_is_a_file(train_dataset, subprocess_env, tmp_path):
+  (tmp_path / "wd").write_text("not a folder")
+  assert_refused(run_tool(train(train_dataset, tmp_path / "wd"), subprocess_env()), str(tmp_path / "wd"))
+
+
+def test_train_all_bad_validation_set_fails_instead_of_scoring(train_dataset, subprocess_env, tmp_path):
+  bad_list = tmp_path / "val.txt"
+  bad_list.write_text("frames/missing_1.jpg frames/missing_2.jpg flows/missing_x.jpg flows/missing_y.jpg\n")
+  r = run_tool(train(train_dataset, tmp_path / "wd", f"--config.data.val_source=('{bad_list}',)",
+                     "--config.data.skip_bad_samples=True", "--config.total_iter=3"), subprocess_env())
+  assert_refused(r, "every sample", "missing_1.jpg")
+
+
+def _small_files_only():
+  # A full disk, as root sees one too: writes past 1 MB fail with EFBIG instead of killing the process.
+  signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+  resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+
+def test_train_failed_save_stops_at_once(train_dataset, subprocess_env, tmp_path):
+  env = dict(subprocess_env(), JAX_COMPILATION_CACHE_DIR="")
+  r = run_tool(train(train_dataset, tmp_path / "wd", "--compilation_cache=", "--config.total_iter=4",
+                     "--config.save_freq=2"), env, timeout=240, preexec_fn=_small_files_only)
+  assert_refused(r, "could not save step 2")
+  assert "step 4/4" not in r.stdout  # stopped at the first failed save, not at the end
+  assert not [d for d in os.listdir(tmp_path / "wd" / "checkpoints") if d.isdigit()]
+
+
+def test_train_resume_with_another_model_keeps_the_config(train_dataset, subprocess_env, tmp_path):
+  wd = tmp_path / "wd"
+  (wd / "checkpoints").mkdir(parents=True)
+  from cmp_jax import checkpoint
+  checkpoint.write_run_config(str(wd), train_fixture.tiny_config(train_dataset))
+  before = (wd / "config.json").read_text()
+  r = run_tool(train(train_dataset, wd, "--config.model.image_encoder=resnet34"), subprocess_env())
+  assert_refused(r, "model.image_encoder", "resnet34")
+  assert (wd / "config.json").read_text() == before
