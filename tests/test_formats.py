@@ -143,6 +143,8 @@ def test_read_list_files_jpg_and_flo(tmp_path):
   assert es[0].img1 == "/data/root/f/1.jpg" and es[0].flow == ("/data/root/fl/1_x.jpg", "/data/root/fl/1_y.jpg")
   assert es[2].img2 == "/data/root/f/10.jpg" and es[2].where.endswith("b.txt:1")
   assert es[1].where.endswith("a.txt:4")
+  assert es.fields(2) == ["f/9.jpg", "f/10.jpg", "fl/9_x.jpg", "fl/9_y.jpg"]  # as written, tabs and runs of spaces gone
+  assert es.where(2) == es[2].where and es[-1] == es[2] and es[1:] == [es[1], es[2]]
   (tmp_path / "c.txt").write_text("a.jpg b.jpg ab.flo\n")
   (e,) = F.read_list_files(str(tmp_path / "c.txt"), "", "flo")
   assert e.flow == ("ab.flo",) and e.img1 == "a.jpg"
@@ -154,6 +156,8 @@ def test_list_errors_name_file_and_line(tmp_path):
     F.read_list_files(tmp_path / "l.txt", "", "jpg")
   with pytest.raises(F.DataError, match=r"l\.txt:1: expected 3 columns"):
     F.read_list_files(tmp_path / "l.txt", "", "flo")
+  es = F.read_list_files(tmp_path / "l.txt", "", "jpg", skip_malformed=True)
+  assert len(es) == 1 and es.malformed_lines == 1
   (tmp_path / "empty.txt").write_text("\n  \n")
   with pytest.raises(F.DataError, match=r"list file .*empty\.txt holds no samples"):
     F.read_list_files([tmp_path / "l.txt", tmp_path / "empty.txt"][1:], "", "jpg")

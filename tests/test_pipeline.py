@@ -508,7 +508,7 @@ def test_empty_missing_and_malformed_lists_fail_when_made(tmp_path):
   with pytest.raises(pipeline.BadSampleError, match=r"empty\.txt holds no samples"):
     train_iter(c)
   c = make_config(root, os.path.join(root, "nothere.txt"))
-  with pytest.raises(pipeline.BadSampleError, match=r"nothere\.txt not found"):
+  with pytest.raises(pipeline.BadSampleError, match=r"list file not found: .*nothere\.txt"):
     train_iter(c)
   with open(lst, "a") as f:
     f.write("frames/a.jpg frames/b.jpg\n")

@@ -30,6 +30,7 @@ Every reader raises `DataError` naming the file (and the line, for list
 files) when a file is missing, unreadable or malformed.
 """
 
+import collections.abc
 import os
 import struct
 import tempfile
@@ -216,51 +217,93 @@ class ListEntry(NamedTuple):
   where: str        # 'list_file:line' for error messages
 
 
-def parse_list_line(line, flow_file_type, data_root="", where="<line>"):
-  """Parses one non-empty list line into a ListEntry (DataError naming `where` if malformed)."""
-  if flow_file_type not in LIST_COLUMNS:
-    raise ValueError(f"flow_file_type must be one of {FLOW_FILE_TYPES}, got {flow_file_type!r}")
-  cols = line.split()
-  want = LIST_COLUMNS[flow_file_type]
-  if len(cols) != want:
-    layout = "img1 img2 flowx flowy" if flow_file_type == "jpg" else "img1 img2 flow.flo"
-    raise DataError(f"{where}: expected {want} columns ({layout}) for flow_file_type "
-                    f"{flow_file_type!r}, got {len(cols)}: {line.strip()!r}")
-  paths = [os.path.join(data_root, c) for c in cols]
-  return ListEntry(paths[0], paths[1], tuple(paths[2:]), where)
+class ListEntries(collections.abc.Sequence):
+  """The samples of list files (`read_list_files`): entries[i] is a ListEntry, slices give lists.
+
+  The lines are kept in one byte buffer with offsets, not as Python objects, so the 1.26M YFCC lines take
+  about the size of the files.
+
+  Attributes: list_files, data_root, flow_file_type; malformed_lines (lines skipped with skip_malformed).
+  """
+
+  def __init__(self, list_files, data_root, flow_file_type, lines, where_file, where_line, malformed_lines):
+    self.list_files = list_files
+    self.data_root = data_root
+    self.flow_file_type = flow_file_type
+    self.malformed_lines = malformed_lines
+    self._offsets = np.cumsum([0] + [len(l) for l in lines], dtype=np.int64)
+    self._buf = b"".join(lines)
+    self._file = np.asarray(where_file, np.int32)
+    self._line = np.asarray(where_line, np.int32)
+
+  def __len__(self):
+    return len(self._offsets) - 1
+
+  def fields(self, i):
+    """The path fields of entry i, as written in the list."""
+    return self._buf[self._offsets[i]:self._offsets[i + 1]].decode("utf-8").split(" ")
+
+  def where(self, i):
+    """'list_file:line' of entry i."""
+    return f"{self.list_files[self._file[i]]}:{self._line[i]}"
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [self[j] for j in range(*i.indices(len(self)))]
+    n = len(self)
+    if not -n <= i < n:
+      raise IndexError(f"list entry {i} out of range ({n} entries)")
+    i %= n
+    paths = [os.path.join(self.data_root, p) for p in self.fields(i)]
+    return ListEntry(paths[0], paths[1], tuple(paths[2:]), self.where(i))
 
 
-def read_list_files(list_files, data_root="", flow_file_type="jpg"):
-  """Reads the original's list files, lines concatenated in order, into ListEntry tuples.
+def read_list_files(list_files, data_root="", flow_file_type="jpg", skip_malformed=False):
+  """Reads the original's list files, lines concatenated in order, into ListEntries.
 
   Args:
     list_files: a path or a sequence of paths (config `train_source` / `val_source`).
     data_root: joined in front of every path in the lists ('' = as written).
     flow_file_type: 'jpg' (4 columns) or 'flo' (3 columns).
+    skip_malformed: skip lines with the wrong number of columns (counted in `.malformed_lines`) instead of
+      raising.
 
-  Blank lines and lines starting with '#' are skipped. Raises DataError naming
-  the file and line for a malformed line, and naming the file for a missing
-  or empty list.
+  Blank lines and lines starting with '#' are skipped. Raises DataError naming the file and line for a
+  malformed line, and naming the file for a missing, non-UTF-8 or empty list.
   """
+  if flow_file_type not in LIST_COLUMNS:
+    raise ValueError(f"flow_file_type must be one of {FLOW_FILE_TYPES}, got {flow_file_type!r}")
   if isinstance(list_files, (str, os.PathLike)):
     list_files = [list_files]
-  entries = []
-  for lf in list_files:
-    text = _read_bytes(lf, "list file")
-    try:
-      text = text.decode("utf-8")
-    except UnicodeDecodeError as e:
-      raise DataError(f"list file {lf} is not UTF-8 text: {e}") from None
-    n0 = len(entries)
-    for lineno, line in enumerate(text.splitlines(), 1):
-      if not line.strip() or line.lstrip().startswith("#"):
-        continue
-      entries.append(parse_list_line(line, flow_file_type, data_root, f"{lf}:{lineno}"))
-    if len(entries) == n0:
-      raise DataError(f"list file {lf} holds no samples")
-  if not entries:
+  list_files = tuple(str(f) for f in list_files)
+  if not list_files:
     raise DataError("no list files given")
-  return entries
+  want = LIST_COLUMNS[flow_file_type]
+  layout = "img1 img2 flowx flowy" if flow_file_type == "jpg" else "img1 img2 flow.flo"
+  lines, where_file, where_line, malformed = [], [], [], 0
+  for fi, path in enumerate(list_files):
+    text = _read_bytes(path, "list file")
+    try:
+      text.decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise DataError(f"list file {path} is not UTF-8 text: {e}") from None
+    n0 = len(lines)
+    for ln, line in enumerate(text.splitlines(), 1):
+      fields = line.split()
+      if not fields or fields[0].startswith(b"#"):
+        continue
+      if len(fields) != want:
+        if not skip_malformed:
+          raise DataError(f"{path}:{ln}: expected {want} columns ({layout}) for flow_file_type "
+                          f"{flow_file_type!r}, got {len(fields)}: {line.strip().decode()!r}")
+        malformed += 1
+        continue
+      lines.append(b" ".join(fields))
+      where_file.append(fi)
+      where_line.append(ln)
+    if len(lines) == n0:
+      raise DataError(f"list file {path} holds no samples")
+  return ListEntries(list_files, data_root or "", flow_file_type, lines, where_file, where_line, malformed)
 
 
 def format_list_line(img1, img2, flow_paths):

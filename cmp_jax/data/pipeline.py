@@ -188,10 +188,8 @@ def _read_bytes(ref):
 class ListSource:
   """Samples from original-format list files (reference §3.1), paths relative to data_root.
 
-  jpg: `img1 img2 flow_x flow_y` per line; flo: `img1 img2 flow.flo`. The lines of all files are
-  concatenated in order; blank lines and lines starting with '#' are skipped, as
-  `formats.read_list_files`. The lines are kept in one byte buffer (about the size of the files), not as
-  millions of Python objects (1.26M YFCC entries).
+  jpg: `img1 img2 flow_x flow_y` per line; flo: `img1 img2 flow.flo`; read by `formats.read_list_files`
+  (compactly: 1.26M YFCC lines do not become Python objects).
   """
 
   def __init__(self, list_files, data_root, flow_file_type, skip_malformed=False, stats=None):
@@ -199,59 +197,23 @@ class ListSource:
       list_files = (list_files,)
     if not list_files:
       raise BadSampleError("no list files given (config.data.train_source / val_source is empty)")
-    nfields = formats.LIST_COLUMNS.get(flow_file_type)
-    if nfields is None:
-      raise ValueError(f"flow_file_type {flow_file_type!r} is not one of {formats.FLOW_FILE_TYPES}")
+    try:
+      self.entries = formats.read_list_files(list_files, data_root, flow_file_type, skip_malformed)
+    except formats.DataError as e:
+      raise BadSampleError(str(e)) from None
+    if stats is not None:
+      stats.malformed_lines += self.entries.malformed_lines
     self.flow_file_type = flow_file_type
-    self.data_root = data_root or ""
-    self.list_files = tuple(str(f) for f in list_files)
-    layout = "img1 img2 flowx flowy" if nfields == 4 else "img1 img2 flow.flo"
-    lines, where_file, where_line = [], [], []
-    for fi, path in enumerate(self.list_files):
-      try:
-        with open(path, "rb") as f:
-          text = f.read()
-      except FileNotFoundError:
-        raise BadSampleError(f"list file {path} not found") from None
-      except OSError as e:
-        raise BadSampleError(f"cannot read list file {path}: {e}") from None
-      n_here = 0
-      for ln, line in enumerate(text.splitlines(), 1):
-        fields = line.split()
-        if not fields or fields[0].startswith(b"#"):
-          continue
-        if len(fields) != nfields:
-          if not skip_malformed:
-            raise BadSampleError(f"{path}:{ln}: expected {nfields} columns ({layout}) for flow_file_type "
-                                 f"{flow_file_type!r}, got {len(fields)}: {line.strip().decode(errors='replace')!r}")
-          if stats is not None:
-            stats.malformed_lines += 1
-          continue
-        lines.append(b" ".join(fields))
-        where_file.append(fi)
-        where_line.append(ln)
-        n_here += 1
-      if n_here == 0:
-        raise BadSampleError(f"list file {path} holds no samples")
-    self._offsets = np.cumsum([0] + [len(l) for l in lines], dtype=np.int64)
-    self._buf = b"".join(lines)
-    self._file = np.asarray(where_file, np.int32)
-    self._line = np.asarray(where_line, np.int32)
 
   def __len__(self):
-    return len(self._offsets) - 1
-
-  def fields(self, i):
-    """The path fields of entry i, as written in the list."""
-    return self._buf[self._offsets[i]:self._offsets[i + 1]].decode("utf-8", errors="replace").split(" ")
+    return len(self.entries)
 
   def where(self, i):
-    return f"{self.list_files[self._file[i]]}:{self._line[i]}"
+    return self.entries.where(i)
 
   def read(self, i):
-    paths = [os.path.join(self.data_root, p) for p in self.fields(i)]
-    return _Raw(image1=paths[0], image2=paths[1], flow=tuple(paths[2:]), flow_kind=self.flow_file_type,
-                where=self.where(i))
+    e = self.entries[i]
+    return _Raw(image1=e.img1, image2=e.img2, flow=e.flow, flow_kind=self.flow_file_type, where=e.where)
 
 
 class RecordSource:
