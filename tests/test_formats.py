@@ -225,7 +225,7 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
 # TFRecords
 
 def test_tfrecord_example_round_trips_like_the_files(tmp_path):
-  tf = pytest.importorskip("tensorflow")
+  pytest.importorskip("tensorflow")
   rs = np.random.RandomState(0)
   img = (rs.rand(40, 56, 3) * 255).astype(np.uint8)
   jpg = F.encode_jpeg(img, 90)
@@ -235,27 +235,34 @@ def test_tfrecord_example_round_trips_like_the_files(tmp_path):
   (tmp_path / "x.jpg").write_bytes(bx)
   (tmp_path / "y.jpg").write_bytes(by)
   s = F.make_tfrecord_example(jpg, jpg, 40, 56, "frames/v/000001.jpg", "jpg", flow_x=bx, flow_y=by)
-  r = F.parse_tfrecord_example(tf.constant(s))
-  # TF with INTEGER_ACCURATE decodes exactly as PIL
-  np.testing.assert_array_equal(r["img1"].numpy(), F.decode_image(jpg))
-  np.testing.assert_array_equal(r["flow"].numpy(), F.read_jpg_flow(tmp_path / "x.jpg", tmp_path / "y.jpg"))
-  assert r["key"].numpy() == b"frames/v/000001.jpg"
+  ex = F.parse_tfrecord_example(s, "r.tfrecord#3")
+  assert ex.flow == (bx, by) and ex.img1 == jpg and (ex.height, ex.width) == (40, 56)
+  assert ex.key == "frames/v/000001.jpg" and ex.name == "r.tfrecord#3 (frames/v/000001.jpg)"
   i1, i2, fl, key = F.decode_tfrecord_example(s)
-  np.testing.assert_array_equal(fl, r["flow"].numpy())
-  np.testing.assert_array_equal(i2, r["img2"].numpy())
+  np.testing.assert_array_equal(i1, F.decode_image(jpg))
+  np.testing.assert_array_equal(i2, i1)
+  np.testing.assert_array_equal(fl, F.read_jpg_flow(tmp_path / "x.jpg", tmp_path / "y.jpg"))
+  assert key == "frames/v/000001.jpg"
   for enc, tol in (("float16", 0.02), ("float32", 0.0)):
     dt = "<f2" if enc == "float16" else "<f4"
     s = F.make_tfrecord_example(jpg, jpg, 40, 56, "k", enc, flow_raw=flow.astype(dt).tobytes())
-    got = F.parse_tfrecord_example(tf.constant(s))["flow"].numpy()
-    assert got.shape == (40, 56, 2) and np.abs(got - flow).max() <= tol
-    np.testing.assert_array_equal(F.decode_tfrecord_example(s)[2], got)
-  # graph mode inside tf.data
-  ds = tf.data.Dataset.from_tensor_slices([s, s]).map(F.parse_tfrecord_example)
-  assert [tuple(e["flow"].shape) for e in ds] == [(40, 56, 2)] * 2
+    got = F.decode_tfrecord_example(s)[2]
+    assert got.shape == (40, 56, 2) and got.dtype == np.float32 and np.abs(got - flow).max() <= tol
 
 
-def test_tfrecord_feature_spec_documents_every_feature():
-  pytest.importorskip("tensorflow")
-  assert set(F.tfrecord_feature_spec()) == set(F.TFRECORD_FEATURES)
+def test_tfrecord_problems_name_the_record():
+  tf = pytest.importorskip("tensorflow")
+  jpg = F.encode_jpeg(np.zeros((4, 4, 3), np.uint8))
+  with pytest.raises(F.BadFileError, match=r"^r#0: record is not a tf.train.Example"):
+    F.parse_tfrecord_example(b"\xff" * 9, "r#0")
+  s = F.make_tfrecord_example(jpg, jpg, 4, 4, "k", "float32", flow_raw=b"\0" * 12)
+  with pytest.raises(F.BadFileError, match=r"r#1 \(k\):flow_raw: flow_raw holds 12 bytes, 4x4x2 float32 needs 128"):
+    F.decode_tfrecord_example(s, "r#1")
+  s = F.make_tfrecord_example(jpg, b"", 4, 4, "k", "jpg", flow_x=jpg, flow_y=jpg)
+  with pytest.raises(F.BadFileError, match=r"r#2 \(k\): record has no 'img2' feature"):
+    F.parse_tfrecord_example(s, "r#2")
+  # the writer writes exactly the documented features
+  feats = tf.train.Example.FromString(s).features.feature
+  assert set(feats) == set(F.TFRECORD_FEATURES)
   with pytest.raises(ValueError, match="flow_encoding"):
     F.make_tfrecord_example(b"", b"", 1, 1, "k", "png")

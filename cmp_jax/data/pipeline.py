@@ -108,15 +108,6 @@ class BadSampleError(formats.DataError):
   """A sample cannot be used: a file is missing or corrupt, or sizes disagree. The message names the files."""
 
 
-class _Bad(Exception):
-  """Internal: one problem with one sample. `files` are the offending file names, `reason` says what."""
-
-  def __init__(self, files, reason):
-    super().__init__(reason)
-    self.files = tuple(files)
-    self.reason = reason
-
-
 class BadSampleStats:
   """Counts of skipped bad samples (skip_bad_samples=True). Thread-safe.
 
@@ -180,9 +171,9 @@ def _read_bytes(ref):
     with open(ref, "rb") as f:
       return f.read()
   except FileNotFoundError:
-    raise _Bad([ref], "file not found") from None
+    raise formats.BadFileError([ref], "file not found") from None
   except OSError as e:
-    raise _Bad([ref], f"cannot read file ({e.strerror or e})") from None
+    raise formats.BadFileError([ref], f"cannot read file ({e.strerror or e})") from None
 
 
 class ListSource:
@@ -265,32 +256,18 @@ class RecordSource:
     where = self.where(i)
     data = os.pread(self._fd(self._shard[i]), int(self._length[i]), int(self._offset[i]))
     if len(data) != self._length[i]:
-      raise _Bad([where], "record is truncated")
-    try:
-      feat = tf.train.Example.FromString(data).features.feature
-    except Exception:  # noqa: BLE001 - protobuf raises its own DecodeError
-      raise _Bad([where], "record is not a tf.train.Example (corrupt)") from None
-    key = feat["key"].bytes_list.value[0].decode(errors="replace") if "key" in feat else ""
-    if key:
-      where = f"{where} ({key})"
+      raise formats.BadFileError([where], "record is truncated")
+    ex = formats.parse_tfrecord_example(data, where)
 
-    def get(name):
-      if name not in feat or not feat[name].bytes_list.value or not feat[name].bytes_list.value[0]:
-        raise _Bad([where], f"record has no {name!r} feature")
-      return (feat[name].bytes_list.value[0], f"{where}:{name}")
+    def ref(feature, data):
+      return (data, f"{ex.name}:{feature}")
 
-    enc = feat["flow_encoding"].bytes_list.value[0].decode() if "flow_encoding" in feat else "jpg"
-    if enc == "jpg":
-      flow, kind = (get("flow_x"), get("flow_y")), "jpg"
-    elif enc in ("float16", "float32"):
-      try:
-        h, w = feat["height"].int64_list.value[0], feat["width"].int64_list.value[0]
-      except (KeyError, IndexError):
-        raise _Bad([where], "record has no height/width for its raw flow") from None
-      flow, kind = (get("flow_raw"), "<f2" if enc == "float16" else "<f4", int(h), int(w)), "raw"
+    if ex.flow_encoding == "jpg":
+      flow = (ref("flow_x", ex.flow[0]), ref("flow_y", ex.flow[1]))
     else:
-      raise _Bad([where], f"record has an unknown flow_encoding {enc!r}")
-    return _Raw(image1=get("img1"), image2=get("img2"), flow=flow, flow_kind=kind, where=where)
+      flow = (ref("flow_raw", ex.flow[0]), ex.flow_encoding, int(ex.height), int(ex.width))
+    return _Raw(image1=ref("img1", ex.img1), image2=ref("img2", ex.img2), flow=flow,
+                flow_kind="jpg" if ex.flow_encoding == "jpg" else "raw", where=ex.name)
 
   def close(self):
     for fd in self._fds.values():
@@ -369,7 +346,7 @@ def _open_image(ref, kind):
     im = Image.open(io.BytesIO(data))
     im.size  # noqa: B018
   except Exception as e:  # noqa: BLE001 - PIL raises several kinds for a bad header
-    raise _Bad([_label(ref)], f"{kind} is not a readable image ({type(e).__name__}: {e})") from None
+    raise formats.BadFileError([_label(ref)], f"{kind} is not a readable image ({type(e).__name__}: {e})") from None
   return im
 
 
@@ -378,7 +355,7 @@ def _load(im, ref, kind):
   try:
     im.load()
   except Exception as e:  # noqa: BLE001
-    raise _Bad([_label(ref)], f"{kind} cannot be decoded ({type(e).__name__}: {e})") from None
+    raise formats.BadFileError([_label(ref)], f"{kind} cannot be decoded ({type(e).__name__}: {e})") from None
   return im
 
 
@@ -425,14 +402,14 @@ def process(raw, settings, train, rs, pyrng):
   """One sample -> (image uint8 HxWx3, image2 uint8 or None, flow f32 HxWx2, guidance (rows, cols) or None).
 
   rs: np.random.RandomState for the crop offsets and the sampler (called in the original's order);
-  pyrng: random.Random for the augmentations. Raises _Bad for bad data.
+  pyrng: random.Random for the augmentations. Raises formats.BadFileError for bad data.
   """
   ch, cw = settings.crop_size
   im1 = _open_image(raw.image1, "image1")
   im2 = _open_image(raw.image2, "image2")
   w, h = im1.size
   if im2.size != im1.size:
-    raise _Bad([_label(raw.image1), _label(raw.image2)],
+    raise formats.BadFileError([_label(raw.image1), _label(raw.image2)],
                f"image1 is {w}x{h} but image2 is {im2.size[0]}x{im2.size[1]}")
   if raw.flow_kind == "jpg":
     flow_names = [_label(f) for f in raw.flow]
@@ -440,27 +417,21 @@ def process(raw, settings, train, rs, pyrng):
     for ref, kind in zip(raw.flow, ("flow_x", "flow_y")):
       fim = _open_image(ref, kind)
       if fim.size != (w, h):
-        raise _Bad([_label(raw.image1), _label(ref)],
+        raise formats.BadFileError([_label(raw.image1), _label(ref)],
                    f"image1 is {w}x{h} but {kind} is {fim.size[0]}x{fim.size[1]}")
       if fim.mode != "L":
-        raise _Bad([_label(ref)], f"{kind} has mode {fim.mode}; a jpg flow must be a single-channel 8-bit image")
+        raise formats.BadFileError([_label(ref)], f"{kind} has mode {fim.mode}; a jpg flow must be a single-channel 8-bit image")
       chans.append(np.asarray(_load(fim, ref, kind)))
     flow = cv2.LUT(cv2.merge(chans), _JPG_FLOW_LUT)
   elif raw.flow_kind == "flo":
     flow_names = [_label(raw.flow[0])]
-    try:
-      flow = formats.decode_flo(_read_bytes(raw.flow[0]), flow_names[0])
-    except formats.DataError as e:
-      raise _Bad(flow_names, str(e).replace(f"{flow_names[0]}: ", "", 1)) from None
+    flow = formats.decode_flo(_read_bytes(raw.flow[0]), flow_names[0])
   else:  # raw float16/float32 in a record
-    (data, name), dtype, fh, fw = raw.flow
+    (data, name), encoding, fh, fw = raw.flow
     flow_names = [name]
-    if len(data) != fh * fw * 2 * np.dtype(dtype).itemsize:
-      raise _Bad(flow_names, f"flow_raw holds {len(data)} bytes, {fw}x{fh}x2 {dtype} needs "
-                 f"{fh * fw * 2 * np.dtype(dtype).itemsize}")
-    flow = np.frombuffer(data, dtype).reshape(fh, fw, 2).astype(np.float32)
+    flow = formats.decode_raw_flow(data, encoding, fh, fw, name)
   if flow.shape[:2] != (h, w):
-    raise _Bad([_label(raw.image1), flow_names[0]],
+    raise formats.BadFileError([_label(raw.image1), flow_names[0]],
                f"image1 is {w}x{h} but the flow is {flow.shape[1]}x{flow.shape[0]}")
   _load(im1, raw.image1, "image1")
   if settings.with_image2:
@@ -489,7 +460,7 @@ def process(raw, settings, train, rs, pyrng):
     flow = np.zeros((ch, cw, 2), np.float32)
     flow[dy:dy + b - t, dx:dx + r - l] = part
   if raw.flow_kind != "jpg" and not np.isfinite(flow).all():
-    raise _Bad(flow_names, "the flow holds NaN or infinite values")
+    raise formats.BadFileError(flow_names, "the flow holds NaN or infinite values")
 
   if train:
     image, image2, flow = augment(image, image2, flow, settings, pyrng)
@@ -497,7 +468,7 @@ def process(raw, settings, train, rs, pyrng):
   try:
     points = guidance_points(flow, settings, rs)
   except ValueError as e:
-    raise _Bad(flow_names, f"guidance sampler: {e}") from None
+    raise formats.BadFileError(flow_names, f"guidance sampler: {e}") from None
   return image, image2, flow, points
 
 
@@ -600,7 +571,7 @@ class _Loader:
       rs, pyrng = sample_rngs(self.seed, stream, position)
       try:
         return (index, *process(self.source.read(index), self.settings, self.train, rs, pyrng))
-      except _Bad as bad:
+      except formats.BadFileError as bad:
         if not self.skip_bad:
           self._fail(position, self._error(index, bad))
         self.stats.record(bad)
