@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from cmp_jax import config_lib
-from cmp_jax.data import formats, pipeline
+from cmp_jax.data import formats, pipeline, transforms
 from cmp_jax.original import loader as original
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -193,8 +193,8 @@ def test_flow_resize_scales_both_components_by_new_h_over_h(tmp_path):
   ratio = 20 / 30
   np.testing.assert_allclose(b["flow"][0, :, :, 0], u * ratio, rtol=1e-6)
   np.testing.assert_allclose(b["flow"][0, :, :, 1], v * ratio, rtol=1e-6)
-  assert pipeline.resized_size(50, 30, 20) == (33, 20)
-  assert pipeline.resized_size(30, 50, 20) == (20, 33)
+  assert transforms.resized_size(50, 30, 20) == (33, 20)
+  assert transforms.resized_size(30, 50, 20) == (20, 33)
 
 
 def test_padding_when_the_frame_is_smaller_than_the_crop(tmp_path):
@@ -319,13 +319,13 @@ def test_flip_and_reverse_follow_the_per_sample_draws(data):
 
 def test_scale_and_rotate_augmentations():
   import random
-  s = pipeline.Settings(aug_scale=True, aug_rotate=True)
+  s = transforms.Settings(aug_scale=True, aug_rotate=True)
   flow = np.zeros((4, 5, 2), np.float32)
   flow[1, 2] = (3.0, 4.0)
   flow[2, 3] = (0.0, 2.0)  # u = 0: arctan(+inf) = pi/2
   img = np.zeros((4, 5, 3), np.uint8)
   for seed in range(20):
-    _, _, out = pipeline.augment(img, None, flow, s, random.Random(seed))
+    _, _, out = transforms.augment(img, None, flow, s, random.Random(seed))
     r = random.Random(seed)
     scale = r.uniform(0.5, 2.0)
     assert np.isfinite(out).all()  # the original's 0/0 -> NaN at zero flow is kept at 0
