@@ -44,7 +44,6 @@ from PIL import Image
 FLO_MAGIC = 202021.25
 FLOW_JPG_OFFSET = 50.0     # f = p / 255 * FLOW_JPG_RANGE - FLOW_JPG_OFFSET
 FLOW_JPG_RANGE = 100.0
-FLOW_JPG_QUANTUM = FLOW_JPG_RANGE / 255.0   # 0.392 px
 FLOW_FILE_TYPES = ("jpg", "flo")
 LIST_COLUMNS = {"jpg": 4, "flo": 3}
 

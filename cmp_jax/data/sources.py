@@ -67,7 +67,6 @@ class ListSource:
       self.entries = formats.read_list_files(list_files, data_root, flow_file_type, skip_malformed)
     except formats.DataError as e:
       raise BadSampleError(str(e)) from None
-    self.flow_file_type = flow_file_type
     self.malformed_lines = self.entries.malformed_lines  # skipped with skip_malformed
 
   def __len__(self):
@@ -78,7 +77,8 @@ class ListSource:
 
   def read(self, i):
     e = self.entries[i]
-    return EncodedSample(image1=e.img1, image2=e.img2, flow=e.flow, flow_kind=self.flow_file_type, where=e.where)
+    return EncodedSample(image1=e.img1, image2=e.img2, flow=e.flow, flow_kind=self.entries.flow_file_type,
+                         where=e.where)
 
 
 class RecordSource:
