@@ -390,6 +390,17 @@ def test_tfrecords_give_the_same_batches_as_the_list(data, tmp_path, flow_encodi
     assert_batches_equal(x, y)
 
 
+def test_bad_record_names_its_file_and_number(data, tmp_path):
+  import tensorflow as tf
+  pattern = _write_records(data, str(tmp_path), "jpg")
+  with tf.io.TFRecordWriter(os.path.join(str(tmp_path), "train-00001-of-00002.tfrecord")) as w:
+    w.write(b"not an Example")
+  c = make_config(data)
+  c.data.val_records = pattern
+  with pytest.raises(pipeline.BadSampleError, match=r"train-00001-of-00002\.tfrecord#0: record is not a tf.train"):
+    list(val_iter(c))
+
+
 def test_shipped_sample_records_equal_its_lists():
   if not os.path.isdir(os.path.join(SAMPLE, "records")):
     pytest.skip("data/sample not present")

@@ -15,6 +15,8 @@ The steps, in the original's order (reference §3.3), each a function here:
   augment            train only: flip, reverse, scale, rotate (config.data.aug_*)
   guidance_points    the guidance sampler `cmp_jax.sampling` on the cropped flow
 
+The frames stay uint8: `cmp_jax.data.pipeline` normalises them as it fills the batch.
+
 Bad data raises `formats.BadFileError` naming the files; `cmp_jax.data.pipeline` turns it into a
 BadSampleError naming the list line, or skips the sample.
 """
@@ -56,14 +58,6 @@ class Settings:
                strategy=tuple(d.sample_strategy), bg_ratio=float(d.sample_bg_ratio), nms_ks=int(d.nms_ks),
                max_num_guide=int(d.max_num_guide), aug_flip=bool(d.aug_flip), aug_reverse=bool(d.aug_reverse),
                aug_scale=bool(d.aug_scale), aug_rotate=bool(d.aug_rotate), with_image2=with_image2)
-
-
-def resized_size(w, h, short_size):
-  """(new_w, new_h) with the short side at short_size, the other truncated by int() as the original."""
-  if w < h:
-    return short_size, int(short_size / float(w) * h)
-  return int(short_size / float(h) * w), short_size
-
 
 
 def process(sample, settings, train, rs, pyrng):
@@ -167,6 +161,13 @@ def decode_flow(sample, size):
 # --------------------------------------------------------------------------------------------------
 # Geometry: resize, pad, crop.
 # --------------------------------------------------------------------------------------------------
+
+def resized_size(w, h, short_size):
+  """(new_w, new_h) with the short side at short_size, the other truncated by int() as the original."""
+  if w < h:
+    return short_size, int(short_size / float(w) * h)
+  return int(short_size / float(h) * w), short_size
+
 
 def crop_offsets(size, out_size, train, rs):
   """(hoff, woff) of the crop in the resized frame of size (nw, nh), padded to at least out_size.
