@@ -5,10 +5,10 @@
 
 Both sides do the same work per sample, with the original's settings for every YFCC config: short side
 416, crop 384x384, sampler ('grid', 'watershed'), nms_ks 41, bg_ratio 1.5625e-4, max_num_guide 150, jpg
-flows. The reference (`reference_sample`, written from the original's dataset.py / data_utils.py as
-described in reference §3) decodes both frames and both flow planes with PIL, resizes the whole frames with
-PIL bicubic and the whole flow with cv2, crops, normalises both frames, and samples with the original's
-numpy/scipy sampler (scipy convolve2d Sobel, distance_transform_edt, maximum_filter, the O(N^2)
+flows. The reference (`cmp_jax.original.loader.load_sample`, written from the original's dataset.py /
+data_utils.py as described in reference §3) decodes both frames and both flow planes with PIL, resizes
+the whole frames with PIL bicubic and the whole flow with cv2, crops, normalises both frames, and samples
+with the original's numpy/scipy sampler (scipy convolve2d Sobel, distance_transform_edt, maximum_filter, the O(N^2)
 neighbour elimination with its Python loop). The pipeline runs through tf.data exactly as training uses it
 (make_train_iterator), without image2 (CMP never reads it) and, in a separate row, with it.
 
@@ -18,7 +18,7 @@ On a shared machine the CPU-second figure ("per core") is the steadier one; the 
 reference measured in the same round. The reference and the 1-thread pipeline use one core
 (cv2.setNumThreads(1), num_threads=1); the 2-thread pipeline shows how it scales.
 
-`reference_sample` is also what tests/test_pipeline.py checks the pipeline against (same frames, same
+The same reference is what tests/test_pipeline.py checks the pipeline against (same frames, same
 RandomState: same crop, same flow, same guidance).
 """
 
@@ -31,72 +31,15 @@ import time
 
 import cv2
 import numpy as np
-from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MEAN = np.array([123.675, 116.28, 103.53], np.float32)
-STD = np.array([58.395, 57.12, 57.375], np.float32)
-if ROOT not in sys.path:  # run as a script from anywhere
+if ROOT not in sys.path:  # run as a script from anywhere: make the cmp_jax package importable
   sys.path.insert(0, ROOT)
-from benchmarks import original_sampler  # noqa: E402
+from cmp_jax.data import formats  # noqa: E402
+from cmp_jax.original import loader  # noqa: E402
 
 SETTINGS = dict(short_size=416, crop_size=(384, 384), strategy=("grid", "watershed"), bg_ratio=1.5625e-4,
                 nms_ks=41, max_num_guide=150)
-
-
-# --------------------------------------------------------------------------------------------------
-# The reference: a per-sample loader as the original writes it (reference §3.2-§3.4).
-# --------------------------------------------------------------------------------------------------
-
-def reference_sample(root, fields, rs, train=True, short_size=416, crop_size=(384, 384),
-                     strategy=("grid", "watershed"), bg_ratio=1.5625e-4, nms_ks=41, max_num_guide=150):
-  """One sample as the original's McImageFlowDataset.__getitem__ (file system, jpg flows, no aug).
-
-  Returns (img1, sparse_flow, mask, flow, img2) as HWC numpy arrays (the original returns CHW tensors).
-  """
-  p = [os.path.join(root, f) for f in fields]
-  flowx = np.array(Image.open(p[2])).astype(np.float32) / 255 * 100 - 50
-  flowy = np.array(Image.open(p[3])).astype(np.float32) / 255 * 100 - 50
-  flow = np.concatenate((flowx[:, :, None], flowy[:, :, None]), axis=2)
-  with Image.open(p[0]) as im:
-    img1 = im.convert("RGB")
-  with Image.open(p[1]) as im:
-    img2 = im.convert("RGB")
-  assert img1.height == flow.shape[0] and img1.width == flow.shape[1]
-  # image_flow_resize
-  w, h = img1.width, img1.height
-  if w < h:
-    neww, newh = short_size, int(short_size / float(w) * h)
-  else:
-    neww, newh = int(short_size / float(h) * w), short_size
-  img1 = img1.resize((neww, newh), Image.BICUBIC)
-  img2 = img2.resize((neww, newh), Image.BICUBIC)
-  flow = cv2.resize(flow.copy(), (neww, newh), interpolation=cv2.INTER_LINEAR) * (float(newh) / h)
-  # image_flow_crop
-  ch, cw = crop_size
-  pad_h, pad_w = max(ch - img1.height, 0), max(cw - img1.width, 0)
-  if pad_h > 0 or pad_w > 0:
-    ph2, pw2 = int(pad_h / 2), int(pad_w / 2)
-    expand = np.zeros((img1.height + pad_h, img1.width + pad_w, 2), dtype=np.float32)
-    expand[ph2:ph2 + img1.height, pw2:pw2 + img1.width, :] = flow
-    flow = expand
-    from PIL import ImageOps  # noqa: PLC0415
-    border = (pw2, ph2, pad_w - pw2, pad_h - ph2)
-    img1 = ImageOps.expand(img1, border=border, fill=(0, 0, 0))
-    img2 = ImageOps.expand(img2, border=border, fill=(0, 0, 0))
-  if train:
-    hoff = int(rs.rand() * (img1.height - ch))
-    woff = int(rs.rand() * (img1.width - cw))
-  else:
-    hoff, woff = (img1.height - ch) // 2, (img1.width - cw) // 2
-  img1 = img1.crop((woff, hoff, woff + cw, hoff + ch))
-  img2 = img2.crop((woff, hoff, woff + cw, hoff + ch))
-  flow = flow[hoff:hoff + ch, woff:woff + cw, :]
-  # to tensor + Normalize
-  img1 = (np.array(img1).astype(np.float32) - MEAN) / STD
-  img2 = (np.array(img2).astype(np.float32) - MEAN) / STD
-  sparse, mask = original_sampler.flow_sampler(flow, strategy, bg_ratio, nms_ks, max_num_guide, rs)
-  return img1, sparse, mask.astype(np.float32), flow, img2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -108,25 +51,19 @@ def _cpu():
   return t.user + t.system
 
 
-def _lines(list_file):
-  with open(list_file) as f:
-    return [l.split() for l in f if l.strip() and not l.lstrip().startswith("#")]
-
-
 def _run_reference(args):
   cv2.setNumThreads(1)
-  lines = _lines(args.list)
+  entries = formats.read_list_files(args.list, args.root, "jpg")
   rs = np.random.RandomState(0)
   for i in range(args.warmup):
-    reference_sample(args.root, lines[i % len(lines)], rs, **SETTINGS)
+    loader.load_sample(entries[i % len(entries)], rs, **SETTINGS)
   t0, c0 = time.perf_counter(), _cpu()
   for i in range(args.samples):
-    reference_sample(args.root, lines[i % len(lines)], rs, **SETTINGS)
+    loader.load_sample(entries[i % len(entries)], rs, **SETTINGS)
   return args.samples, time.perf_counter() - t0, _cpu() - c0
 
 
 def _run_pipeline(args, threads, with_image2):
-  sys.path.insert(0, ROOT)
   from cmp_jax import config_lib  # noqa: PLC0415
   from cmp_jax.data import pipeline  # noqa: PLC0415
   c = config_lib.base()

@@ -45,12 +45,6 @@ class NoValidSamplesError(ValueError):
   """Every sample of the validation set was bad (and skipped): there is nothing to score."""
 
 
-def _bad_samples(iterator, first=3):
-  """(count, ['file: reason', ...] for the first few) of the samples an iterator skipped as bad."""
-  stats = iterator.bad_samples.as_dict()
-  return stats["count"], [f"{f}: {why}" for f, why in list(stats["files"].items())[:first]]
-
-
 def _all_finite(tree):
   return jax.tree.reduce(lambda a, b: a & b, jax.tree.map(lambda x: jax.numpy.isfinite(x).all(), tree))
 
@@ -148,7 +142,7 @@ def train_and_evaluate(config, workdir):
     res, pictures = {}, {}
     for name, value in evaluator.run({"params": state["params"], "batch_stats": state["batch_stats"]}):
       (pictures if np.ndim(value) == 3 else res)[name] = value
-    bad, first = _bad_samples(val_iter)
+    bad, first = val_iter.bad_samples.first()
     if not res["samples"]:
       raise NoValidSamplesError(f"validation: every sample of config.data.val_source is bad ({bad} skipped; "
                                 f"first: {'; '.join(first)}): nothing to score")
@@ -202,7 +196,7 @@ def train_and_evaluate(config, workdir):
                "train/npts": float(host_metrics["npts"]), "img_per_s": speed["img_per_s"]}
         log(f"step {done}/{total} | loss {row['train/loss']:.4f} | lr {row['train/lr']:.3g} | "
             f"{speed['img_per_s']:.1f} img/s | ETA {train_lib.format_seconds(speed['eta_s'])}")
-        bad, first = _bad_samples(train_iter)
+        bad, first = train_iter.bad_samples.first()
         if bad > bad_reported:  # skip_bad_samples=True: say so as soon as it happens
           log(f"skipped {bad} bad training samples so far (first: {'; '.join(first)})")
           row.update({"data/bad_samples": bad, "data/bad_sample_files": first})
@@ -222,8 +216,8 @@ def train_and_evaluate(config, workdir):
     mngr.wait_until_finished()
     writer.close()
   if start_step < total or latest is None:
-    bad = [f"{_bad_samples(it)[0]} {name}" for name, it in (("training", train_iter), ("validation", val_iter))
-           if _bad_samples(it)[0]]
+    bad = [f"{it.bad_samples.count} {name}" for name, it in (("training", train_iter), ("validation", val_iter))
+           if it.bad_samples.count]
     log(f"done: checkpoints in {os.path.join(workdir, 'checkpoints')} (latest {mngr.latest_step()}), "
         f"metrics in {os.path.join(workdir, 'metrics.jsonl')}, pictures in {os.path.join(workdir, 'vis')}" +
         (f"; bad samples skipped: {', '.join(bad)}" if bad else ""))

@@ -143,6 +143,8 @@ def test_read_list_files_jpg_and_flo(tmp_path):
   assert es[0].img1 == "/data/root/f/1.jpg" and es[0].flow == ("/data/root/fl/1_x.jpg", "/data/root/fl/1_y.jpg")
   assert es[2].img2 == "/data/root/f/10.jpg" and es[2].where.endswith("b.txt:1")
   assert es[1].where.endswith("a.txt:4")
+  assert es.fields(2) == ["f/9.jpg", "f/10.jpg", "fl/9_x.jpg", "fl/9_y.jpg"]  # as written, tabs and runs of spaces gone
+  assert es.where(2) == es[2].where and es[-1] == es[2] and es[1:] == [es[1], es[2]]
   (tmp_path / "c.txt").write_text("a.jpg b.jpg ab.flo\n")
   (e,) = F.read_list_files(str(tmp_path / "c.txt"), "", "flo")
   assert e.flow == ("ab.flo",) and e.img1 == "a.jpg"
@@ -154,6 +156,8 @@ def test_list_errors_name_file_and_line(tmp_path):
     F.read_list_files(tmp_path / "l.txt", "", "jpg")
   with pytest.raises(F.DataError, match=r"l\.txt:1: expected 3 columns"):
     F.read_list_files(tmp_path / "l.txt", "", "flo")
+  es = F.read_list_files(tmp_path / "l.txt", "", "jpg", skip_malformed=True)
+  assert len(es) == 1 and es.malformed_lines == 1
   (tmp_path / "empty.txt").write_text("\n  \n")
   with pytest.raises(F.DataError, match=r"list file .*empty\.txt holds no samples"):
     F.read_list_files([tmp_path / "l.txt", tmp_path / "empty.txt"][1:], "", "jpg")
@@ -197,7 +201,7 @@ def test_shipped_sample_lists_read():
 # TFRecords
 
 def test_tfrecord_example_round_trips_like_the_files(tmp_path):
-  tf = pytest.importorskip("tensorflow")
+  pytest.importorskip("tensorflow")
   rs = np.random.RandomState(0)
   img = (rs.rand(40, 56, 3) * 255).astype(np.uint8)
   jpg = F.encode_jpeg(img, 90)
@@ -207,27 +211,34 @@ def test_tfrecord_example_round_trips_like_the_files(tmp_path):
   (tmp_path / "x.jpg").write_bytes(bx)
   (tmp_path / "y.jpg").write_bytes(by)
   s = F.make_tfrecord_example(jpg, jpg, 40, 56, "frames/v/000001.jpg", "jpg", flow_x=bx, flow_y=by)
-  r = F.parse_tfrecord_example(tf.constant(s))
-  # TF with INTEGER_ACCURATE decodes exactly as PIL
-  np.testing.assert_array_equal(r["img1"].numpy(), F.decode_image(jpg))
-  np.testing.assert_array_equal(r["flow"].numpy(), F.read_jpg_flow(tmp_path / "x.jpg", tmp_path / "y.jpg"))
-  assert r["key"].numpy() == b"frames/v/000001.jpg"
+  ex = F.parse_tfrecord_example(s, "r.tfrecord#3")
+  assert ex.flow == (bx, by) and ex.img1 == jpg and (ex.height, ex.width) == (40, 56)
+  assert ex.key == "frames/v/000001.jpg" and ex.name == "r.tfrecord#3 (frames/v/000001.jpg)"
   i1, i2, fl, key = F.decode_tfrecord_example(s)
-  np.testing.assert_array_equal(fl, r["flow"].numpy())
-  np.testing.assert_array_equal(i2, r["img2"].numpy())
+  np.testing.assert_array_equal(i1, F.decode_image(jpg))
+  np.testing.assert_array_equal(i2, i1)
+  np.testing.assert_array_equal(fl, F.read_jpg_flow(tmp_path / "x.jpg", tmp_path / "y.jpg"))
+  assert key == "frames/v/000001.jpg"
   for enc, tol in (("float16", 0.02), ("float32", 0.0)):
     dt = "<f2" if enc == "float16" else "<f4"
     s = F.make_tfrecord_example(jpg, jpg, 40, 56, "k", enc, flow_raw=flow.astype(dt).tobytes())
-    got = F.parse_tfrecord_example(tf.constant(s))["flow"].numpy()
-    assert got.shape == (40, 56, 2) and np.abs(got - flow).max() <= tol
-    np.testing.assert_array_equal(F.decode_tfrecord_example(s)[2], got)
-  # graph mode inside tf.data
-  ds = tf.data.Dataset.from_tensor_slices([s, s]).map(F.parse_tfrecord_example)
-  assert [tuple(e["flow"].shape) for e in ds] == [(40, 56, 2)] * 2
+    got = F.decode_tfrecord_example(s)[2]
+    assert got.shape == (40, 56, 2) and got.dtype == np.float32 and np.abs(got - flow).max() <= tol
 
 
-def test_tfrecord_feature_spec_documents_every_feature():
-  pytest.importorskip("tensorflow")
-  assert set(F.tfrecord_feature_spec()) == set(F.TFRECORD_FEATURES)
+def test_tfrecord_problems_name_the_record():
+  tf = pytest.importorskip("tensorflow")
+  jpg = F.encode_jpeg(np.zeros((4, 4, 3), np.uint8))
+  with pytest.raises(F.BadFileError, match=r"^r#0: record is not a tf.train.Example"):
+    F.parse_tfrecord_example(b"\xff" * 9, "r#0")
+  s = F.make_tfrecord_example(jpg, jpg, 4, 4, "k", "float32", flow_raw=b"\0" * 12)
+  with pytest.raises(F.BadFileError, match=r"r#1 \(k\):flow_raw: flow_raw holds 12 bytes, 4x4x2 float32 needs 128"):
+    F.decode_tfrecord_example(s, "r#1")
+  s = F.make_tfrecord_example(jpg, b"", 4, 4, "k", "jpg", flow_x=jpg, flow_y=jpg)
+  with pytest.raises(F.BadFileError, match=r"r#2 \(k\): record has no 'img2' feature"):
+    F.parse_tfrecord_example(s, "r#2")
+  # the writer writes exactly the documented features
+  feats = tf.train.Example.FromString(s).features.feature
+  assert set(feats) == set(F.TFRECORD_FEATURES)
   with pytest.raises(ValueError, match="flow_encoding"):
     F.make_tfrecord_example(b"", b"", 1, 1, "k", "png")

@@ -1,8 +1,8 @@
 """The tf.data input pipeline (cmp_jax.data.pipeline) on tiny synthetic frames and on the shipped sample.
 
-Expected values come from the original's recipe (reference §3.3): the straightforward loader in
-benchmarks/data_pipeline.py (PIL full-frame bicubic resize, cv2 flow resize, crop, the original's sampler)
-run with the same RandomState, hand-computed sizes, ratios and paddings, and the stream layout
+Expected values come from the original's recipe (reference §3.3): the transcription of the original's
+loader in cmp_jax.original.loader (PIL full-frame bicubic resize, cv2 flow resize, crop, the original's
+sampler) run with the same RandomState, hand-computed sizes, ratios and paddings, and the stream layout
 (positions s * G + h * b + j) written out by hand.
 """
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks import data_pipeline as bench
 from cmp_jax import config_lib
-from cmp_jax.data import formats, pipeline
+from cmp_jax.data import formats, pipeline, transforms
+from cmp_jax.original import loader as original
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "data", "sample")
@@ -117,11 +117,11 @@ def data(tmp_path_factory):
 
 
 def _reference(c, root, index, position, train, list_file=None):
-  """The straightforward loader on list entry `index`, with the RandomState the pipeline uses at `position`."""
-  lines = bench._lines(list_file or c.data.train_source[0])
+  """The original's loader on list entry `index`, with the RandomState the pipeline uses at `position`."""
+  entries = formats.read_list_files(list_file or c.data.train_source[0], root)
   stream = pipeline._TRAIN if train else pipeline._VAL
   rs, _ = pipeline.sample_rngs(c.seed, stream, position)
-  return bench.reference_sample(root, lines[index], rs, train=train, short_size=c.data.short_size,
+  return original.load_sample(entries[index], rs, train=train, short_size=c.data.short_size,
                                 crop_size=tuple(c.data.crop_size), strategy=tuple(c.data.sample_strategy),
                                 bg_ratio=c.data.sample_bg_ratio, nms_ks=c.data.nms_ks,
                                 max_num_guide=c.data.max_num_guide)
@@ -193,8 +193,8 @@ def test_flow_resize_scales_both_components_by_new_h_over_h(tmp_path):
   ratio = 20 / 30
   np.testing.assert_allclose(b["flow"][0, :, :, 0], u * ratio, rtol=1e-6)
   np.testing.assert_allclose(b["flow"][0, :, :, 1], v * ratio, rtol=1e-6)
-  assert pipeline.resized_size(50, 30, 20) == (33, 20)
-  assert pipeline.resized_size(30, 50, 20) == (20, 33)
+  assert transforms.resized_size(50, 30, 20) == (33, 20)
+  assert transforms.resized_size(30, 50, 20) == (20, 33)
 
 
 def test_padding_when_the_frame_is_smaller_than_the_crop(tmp_path):
@@ -319,13 +319,13 @@ def test_flip_and_reverse_follow_the_per_sample_draws(data):
 
 def test_scale_and_rotate_augmentations():
   import random
-  s = pipeline.Settings(aug_scale=True, aug_rotate=True)
+  s = transforms.Settings(aug_scale=True, aug_rotate=True)
   flow = np.zeros((4, 5, 2), np.float32)
   flow[1, 2] = (3.0, 4.0)
   flow[2, 3] = (0.0, 2.0)  # u = 0: arctan(+inf) = pi/2
   img = np.zeros((4, 5, 3), np.uint8)
   for seed in range(20):
-    _, _, out = pipeline.augment(img, None, flow, s, random.Random(seed))
+    _, _, out = transforms.augment(img, None, flow, s, random.Random(seed))
     r = random.Random(seed)
     scale = r.uniform(0.5, 2.0)
     assert np.isfinite(out).all()  # the original's 0/0 -> NaN at zero flow is kept at 0
@@ -345,11 +345,10 @@ def test_scale_and_rotate_augmentations():
 
 def test_flo_list_gives_the_same_batches_as_jpg_planes(data, tmp_path):
   lines = []
-  for fields in bench._lines(os.path.join(data, "lists", "train.txt")):
-    flow = formats.read_jpg_flow(os.path.join(data, fields[2]), os.path.join(data, fields[3]))
-    flo = os.path.join(str(tmp_path), os.path.basename(fields[2]).replace("_x.png", ".flo"))
-    formats.write_flo(flo, flow)
-    lines.append(f"{fields[0]} {fields[1]} {flo}")  # absolute .flo path: os.path.join keeps it
+  for e in formats.read_list_files(os.path.join(data, "lists", "train.txt"), data):
+    flo = os.path.join(str(tmp_path), os.path.basename(e.flow[0]).replace("_x.png", ".flo"))
+    formats.write_flo(flo, formats.read_jpg_flow(*e.flow))
+    lines.append(f"{e.img1} {e.img2} {flo}")  # absolute paths: os.path.join(data_root, path) keeps them
   lst = os.path.join(str(tmp_path), "flo.txt")
   formats.write_list_file(lst, lines)
   c = make_config(data)
@@ -362,17 +361,18 @@ def test_flo_list_gives_the_same_batches_as_jpg_planes(data, tmp_path):
 
 def _write_records(data, out, flow_encoding):
   import tensorflow as tf
-  lines = bench._lines(os.path.join(data, "lists", "train.txt"))
-  for shard, part in enumerate((lines[:4], lines[4:])):
+  entries = list(formats.read_list_files(os.path.join(data, "lists", "train.txt"), data))
+  for shard, part in enumerate((entries[:4], entries[4:])):
     with tf.io.TFRecordWriter(os.path.join(out, f"train-{shard:05d}-of-00002.tfrecord")) as w:
-      for f in part:
-        raw = {k: open(os.path.join(data, p), "rb").read() for k, p in zip(("img1", "img2", "x", "y"), f)}
-        h, w_ = np.asarray(Image.open(os.path.join(data, f[0]))).shape[:2]
+      for e in part:
+        raw = {k: open(p, "rb").read() for k, p in zip(("img1", "img2", "x", "y"), (e.img1, e.img2, *e.flow))}
+        h, w_ = np.asarray(Image.open(e.img1)).shape[:2]
+        key = os.path.relpath(e.img1, data)
         if flow_encoding == "jpg":
-          ex = formats.make_tfrecord_example(raw["img1"], raw["img2"], h, w_, f[0], "jpg", raw["x"], raw["y"])
+          ex = formats.make_tfrecord_example(raw["img1"], raw["img2"], h, w_, key, "jpg", raw["x"], raw["y"])
         else:
-          flow = formats.read_jpg_flow(os.path.join(data, f[2]), os.path.join(data, f[3]))
-          ex = formats.make_tfrecord_example(raw["img1"], raw["img2"], h, w_, f[0], "float32",
+          flow = formats.read_jpg_flow(*e.flow)
+          ex = formats.make_tfrecord_example(raw["img1"], raw["img2"], h, w_, key, "float32",
                                              flow_raw=flow.astype("<f4").tobytes())
         w.write(ex)
   return os.path.join(out, "train-*-of-00002.tfrecord")
@@ -388,6 +388,17 @@ def test_tfrecords_give_the_same_batches_as_the_list(data, tmp_path, flow_encodi
   b = take(it, 3)
   for x, y in zip(a, b):
     assert_batches_equal(x, y)
+
+
+def test_bad_record_names_its_file_and_number(data, tmp_path):
+  import tensorflow as tf
+  pattern = _write_records(data, str(tmp_path), "jpg")
+  with tf.io.TFRecordWriter(os.path.join(str(tmp_path), "train-00001-of-00002.tfrecord")) as w:
+    w.write(b"not an Example")
+  c = make_config(data)
+  c.data.val_records = pattern
+  with pytest.raises(pipeline.BadSampleError, match=r"train-00001-of-00002\.tfrecord#0: record is not a tf.train"):
+    list(val_iter(c))
 
 
 def test_shipped_sample_records_equal_its_lists():
@@ -508,7 +519,7 @@ def test_empty_missing_and_malformed_lists_fail_when_made(tmp_path):
   with pytest.raises(pipeline.BadSampleError, match=r"empty\.txt holds no samples"):
     train_iter(c)
   c = make_config(root, os.path.join(root, "nothere.txt"))
-  with pytest.raises(pipeline.BadSampleError, match=r"nothere\.txt not found"):
+  with pytest.raises(pipeline.BadSampleError, match=r"list file not found: .*nothere\.txt"):
     train_iter(c)
   with open(lst, "a") as f:
     f.write("frames/a.jpg frames/b.jpg\n")

@@ -51,10 +51,10 @@ def _write_video(path, frames):
   w.release()
 
 
-def _opts(**kw):
+def _options(videos, out, **kw):
   base = dict(workers=1, min_motion=1.0, motion_percentile=90, progress_every=1000)
   base.update(kw)
-  return base
+  return P.PrepareOptions(videos=tuple(videos), out=out, **base)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,8 @@ def made(tmp_path_factory):
   _write_video(d / "clip_a.avi", _frames(10, cut=True))
   _write_video(d / "clip_b.avi", _frames(8, cut=False))
   out = d / "ds"
-  summary = P.prepare([d / "clip_a.avi", d / "clip_b.avi"], out,
-                      **_opts(workers=2, val_videos=["clip_b"], examples_per_shard=4))
+  summary = P.prepare(_options([d / "clip_a.avi", d / "clip_b.avi"], out, workers=2, val_videos=("clip_b",),
+                               examples_per_shard=4))
   return out, summary
 
 
@@ -144,12 +144,12 @@ def test_unreadable_video_is_named(tmp_path, capsys):
   bad = tmp_path / "broken.mp4"
   bad.write_bytes(b"this is not a video" * 10)
   with pytest.raises(F.DataError, match=r"broken\.mp4"):
-    P.prepare([bad], tmp_path / "ds", **_opts())
+    P.prepare(_options([bad], tmp_path / "ds"))
   assert P.main(["--videos", str(bad), "--out", str(tmp_path / "ds")]) == 2
   assert "broken.mp4" in capsys.readouterr().err
   assert not (tmp_path / "ds" / "lists").exists()
   with pytest.raises(F.DataError, match=r"input not found: .*nothere\.avi"):
-    P.prepare([tmp_path / "nothere.avi"], tmp_path / "ds", **_opts())
+    P.prepare(_options([tmp_path / "nothere.avi"], tmp_path / "ds"))
 
 
 def test_frame_folder_flo_files_and_float_records(tmp_path):
@@ -158,7 +158,7 @@ def test_frame_folder_flo_files_and_float_records(tmp_path):
   for t, f in enumerate(_frames(5, cut=False)):
     cv2.imwrite(str(folder / f"img{t + 1}.png"), f[:, :, ::-1])  # natural sort: img1 .. img5
   out = tmp_path / "ds"
-  s = P.prepare([folder], out, **_opts(flow_format="flo", record_flow="float32", val_by="pairs", val_fraction=0.25))
+  s = P.prepare(_options([folder], out, flow_format="flo", record_flow="float32", val_by="pairs", val_fraction=0.25))
   train = F.read_list_files(out / "lists" / "train.txt", str(out), "flo")
   val = F.read_list_files(out / "lists" / "val.txt", str(out), "flo")
   # 4 pairs; the last one is val, and the train pair sharing its first frame is dropped
@@ -177,14 +177,14 @@ def test_static_video_keeps_nothing_and_says_why(tmp_path):
   f = _frames(1, cut=False)[0]
   _write_video(tmp_path / "still.avi", [f] * 5)
   with pytest.raises(F.DataError, match=r"no pair was kept.*still\.avi.*'static': 4"):
-    P.prepare([tmp_path / "still.avi"], tmp_path / "ds", **_opts(val_fraction=0.0))
+    P.prepare(_options([tmp_path / "still.avi"], tmp_path / "ds", val_fraction=0.0))
 
 
 def test_frame_step_pair_every_and_resize(tmp_path):
   _write_video(tmp_path / "v.avi", _frames(9, cut=False))
   out = tmp_path / "ds"
-  s = P.prepare([tmp_path / "v.avi"], out, **_opts(frame_step=2, pair_every=3, short_side=48, val_fraction=0.0,
-                                                 records=False, min_motion=0.5))
+  s = P.prepare(_options([tmp_path / "v.avi"], out, frame_step=2, pair_every=3, short_side=48, val_fraction=0.0,
+                         records=False, min_motion=0.5))
   lines = (out / "lists" / "train.txt").read_text().split()
   assert "frames/v/000000.jpg" in lines and "frames/v/000002.jpg" in lines and "frames/v/000003.jpg" in lines
   assert s["videos"]["v"]["candidate_pairs"] == 3  # t1 = 0, 3, 6
@@ -194,11 +194,20 @@ def test_frame_step_pair_every_and_resize(tmp_path):
 
 def test_bad_options_are_named(tmp_path):
   with pytest.raises(ValueError, match="--frame-step"):
-    P.prepare([tmp_path / "x.avi"], tmp_path / "ds", frame_step=0)
+    P.prepare(P.PrepareOptions(videos=(str(tmp_path / "x.avi"),), out=str(tmp_path / "ds"), frame_step=0))
   with pytest.raises(ValueError, match="exactly one of --videos and --from-lists"):
-    P.run(P.build_parser().parse_args(["--out", str(tmp_path)]))
-  with pytest.raises(TypeError, match="unknown option 'frame_stepp'"):
-    P.prepare([tmp_path / "x.avi"], tmp_path / "ds", frame_stepp=2)
+    P.prepare(P.PrepareOptions(out=str(tmp_path)))
+  with pytest.raises(TypeError, match="frame_stepp"):
+    P.PrepareOptions(videos=("x.avi",), out="ds", frame_stepp=2)
+
+
+def test_command_line_builds_the_options():
+  """Every option has a flag, with the dataclass's default; lists become tuples."""
+  args = P.build_parser().parse_args(["--videos", "a.mp4", "b", "--out", "o"])
+  assert P.PrepareOptions.from_args(args) == P.PrepareOptions(videos=("a.mp4", "b"), out="o")
+  args = P.build_parser().parse_args(["--from-lists", "d", "--no-records", "--val-videos", "b", "--dis-gd-iters", "4"])
+  assert P.PrepareOptions.from_args(args) == P.PrepareOptions(from_lists="d", records=False, val_videos=("b",),
+                                                              dis_gd_iters=4)
 
 
 def test_shipped_sample_is_consistent():

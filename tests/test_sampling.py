@@ -1,6 +1,6 @@
 """Guidance sampler (cmp_jax.sampling) against hand-checkable cases and a slow transcription of the original.
 
-`benchmarks/original_sampler.py` is the original's `utils/data_utils.py` sampler written out from reference
+`cmp_jax.original.sampler` is the original's `utils/data_utils.py` sampler written out from reference
 §3.4 (scipy convolve2d, scipy EDT, the O(N^2) neighbor_elim, np.meshgrid grid), with the global numpy RNG
 replaced by a RandomState argument. The fast implementation must give the same points in the same order
 AND leave the RNG in the same state, for the same seed.
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from benchmarks import original_sampler as original
 from cmp_jax import sampling
 from cmp_jax.data import formats
+from cmp_jax.original import sampler as original
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "data", "sample")

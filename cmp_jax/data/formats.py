@@ -22,14 +22,17 @@ smooth flow plane comes back within about one level.
 .flo (Middlebury): float32 magic 202021.25, int32 width, int32 height, then
 height*width*2 float32 (u, v interleaved), little-endian.
 
-TFRecords (`TFRECORD_FEATURES`, `parse_tfrecord_example`): one tf.train.Example
-per pair, images as the JPEG bytes of the files, flow as the two JPEG planes
-('jpg') or as raw little-endian float16/float32 H x W x 2 bytes.
+TFRecords (`TFRECORD_FEATURES`): one tf.train.Example per pair, images as the
+JPEG bytes of the files, flow as the two JPEG planes ('jpg') or as raw
+little-endian float16/float32 H x W x 2 bytes. `parse_tfrecord_example` is the
+one reader of a record (the pipeline's too); `decode_tfrecord_example` decodes it.
 
 Every reader raises `DataError` naming the file (and the line, for list
-files) when a file is missing, unreadable or malformed.
+files) when a file is missing, unreadable or malformed; the decoders of bytes
+raise its subclass `BadFileError`, which keeps the name and the reason apart.
 """
 
+import collections.abc
 import os
 import struct
 from typing import NamedTuple
@@ -42,7 +45,6 @@ from cmp_jax.fileio import atomic_write_bytes  # noqa: F401  (formats' writers a
 FLO_MAGIC = 202021.25
 FLOW_JPG_OFFSET = 50.0     # f = p / 255 * FLOW_JPG_RANGE - FLOW_JPG_OFFSET
 FLOW_JPG_RANGE = 100.0
-FLOW_JPG_QUANTUM = FLOW_JPG_RANGE / 255.0   # 0.392 px
 FLOW_FILE_TYPES = ("jpg", "flo")
 LIST_COLUMNS = {"jpg": 4, "flo": 3}
 
@@ -51,6 +53,19 @@ class DataError(ValueError):
   """A data file (image, flow, list, record) is missing, unreadable or malformed; the message names it."""
 
 
+class BadFileError(DataError):
+  """A DataError about given files or records: `files` names them, `reason` says what is wrong.
+
+  The message is 'FILES: REASON'; the input pipeline keeps the two apart to count bad files.
+  """
+
+  def __init__(self, files, reason):
+    self.files = tuple(str(f) for f in files)
+    self.reason = reason
+    super().__init__(f"{', '.join(self.files)}: {reason}")
+
+  def __reduce__(self):
+    return type(self), (self.files, self.reason)
 
 
 def _read_bytes(path, what):
@@ -73,18 +88,18 @@ def read_flo(path):
 
 
 def decode_flo(data, name="<bytes>"):
-  """Decodes the bytes of a .flo file (see `read_flo`)."""
+  """Decodes the bytes of a .flo file (see `read_flo`); BadFileError naming `name` if malformed."""
   if len(data) < 12:
-    raise DataError(f"{name}: not a .flo file (only {len(data)} bytes)")
+    raise BadFileError([name], f"not a .flo file (only {len(data)} bytes)")
   magic = np.frombuffer(data, "<f4", 1)[0]
   if magic != np.float32(FLO_MAGIC):
-    raise DataError(f"{name}: not a .flo file (magic number {float(magic)!r}, expected {FLO_MAGIC})")
+    raise BadFileError([name], f"not a .flo file (magic number {float(magic)!r}, expected {FLO_MAGIC})")
   w, h = struct.unpack("<ii", data[4:12])
   if w <= 0 or h <= 0:
-    raise DataError(f"{name}: bad .flo size {w} x {h}")
+    raise BadFileError([name], f"bad .flo size {w} x {h}")
   n = 2 * w * h
   if len(data) < 12 + 4 * n:
-    raise DataError(f"{name}: truncated .flo file ({len(data)} bytes, {w} x {h} needs {12 + 4 * n})")
+    raise BadFileError([name], f"truncated .flo file ({len(data)} bytes, {w} x {h} needs {12 + 4 * n})")
   return np.frombuffer(data, "<f4", n, offset=12).reshape(h, w, 2).astype(np.float32)
 
 
@@ -191,51 +206,93 @@ class ListEntry(NamedTuple):
   where: str        # 'list_file:line' for error messages
 
 
-def parse_list_line(line, flow_file_type, data_root="", where="<line>"):
-  """Parses one non-empty list line into a ListEntry (DataError naming `where` if malformed)."""
-  if flow_file_type not in LIST_COLUMNS:
-    raise ValueError(f"flow_file_type must be one of {FLOW_FILE_TYPES}, got {flow_file_type!r}")
-  cols = line.split()
-  want = LIST_COLUMNS[flow_file_type]
-  if len(cols) != want:
-    layout = "img1 img2 flowx flowy" if flow_file_type == "jpg" else "img1 img2 flow.flo"
-    raise DataError(f"{where}: expected {want} columns ({layout}) for flow_file_type "
-                    f"{flow_file_type!r}, got {len(cols)}: {line.strip()!r}")
-  paths = [os.path.join(data_root, c) for c in cols]
-  return ListEntry(paths[0], paths[1], tuple(paths[2:]), where)
+class ListEntries(collections.abc.Sequence):
+  """The samples of list files (`read_list_files`): entries[i] is a ListEntry, slices give lists.
+
+  The lines are kept in one byte buffer with offsets, not as Python objects, so the 1.26M YFCC lines take
+  about the size of the files.
+
+  Attributes: list_files, data_root, flow_file_type; malformed_lines (lines skipped with skip_malformed).
+  """
+
+  def __init__(self, list_files, data_root, flow_file_type, lines, where_file, where_line, malformed_lines):
+    self.list_files = list_files
+    self.data_root = data_root
+    self.flow_file_type = flow_file_type
+    self.malformed_lines = malformed_lines
+    self._offsets = np.cumsum([0] + [len(l) for l in lines], dtype=np.int64)
+    self._buf = b"".join(lines)
+    self._file = np.asarray(where_file, np.int32)
+    self._line = np.asarray(where_line, np.int32)
+
+  def __len__(self):
+    return len(self._offsets) - 1
+
+  def fields(self, i):
+    """The path fields of entry i, as written in the list."""
+    return self._buf[self._offsets[i]:self._offsets[i + 1]].decode("utf-8").split(" ")
+
+  def where(self, i):
+    """'list_file:line' of entry i."""
+    return f"{self.list_files[self._file[i]]}:{self._line[i]}"
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [self[j] for j in range(*i.indices(len(self)))]
+    n = len(self)
+    if not -n <= i < n:
+      raise IndexError(f"list entry {i} out of range ({n} entries)")
+    i %= n
+    paths = [os.path.join(self.data_root, p) for p in self.fields(i)]
+    return ListEntry(paths[0], paths[1], tuple(paths[2:]), self.where(i))
 
 
-def read_list_files(list_files, data_root="", flow_file_type="jpg"):
-  """Reads the original's list files, lines concatenated in order, into ListEntry tuples.
+def read_list_files(list_files, data_root="", flow_file_type="jpg", skip_malformed=False):
+  """Reads the original's list files, lines concatenated in order, into ListEntries.
 
   Args:
     list_files: a path or a sequence of paths (config `train_source` / `val_source`).
     data_root: joined in front of every path in the lists ('' = as written).
     flow_file_type: 'jpg' (4 columns) or 'flo' (3 columns).
+    skip_malformed: skip lines with the wrong number of columns (counted in `.malformed_lines`) instead of
+      raising.
 
-  Blank lines and lines starting with '#' are skipped. Raises DataError naming
-  the file and line for a malformed line, and naming the file for a missing
-  or empty list.
+  Blank lines and lines starting with '#' are skipped. Raises DataError naming the file and line for a
+  malformed line, and naming the file for a missing, non-UTF-8 or empty list.
   """
+  if flow_file_type not in LIST_COLUMNS:
+    raise ValueError(f"flow_file_type must be one of {FLOW_FILE_TYPES}, got {flow_file_type!r}")
   if isinstance(list_files, (str, os.PathLike)):
     list_files = [list_files]
-  entries = []
-  for lf in list_files:
-    text = _read_bytes(lf, "list file")
-    try:
-      text = text.decode("utf-8")
-    except UnicodeDecodeError as e:
-      raise DataError(f"list file {lf} is not UTF-8 text: {e}") from None
-    n0 = len(entries)
-    for lineno, line in enumerate(text.splitlines(), 1):
-      if not line.strip() or line.lstrip().startswith("#"):
-        continue
-      entries.append(parse_list_line(line, flow_file_type, data_root, f"{lf}:{lineno}"))
-    if len(entries) == n0:
-      raise DataError(f"list file {lf} holds no samples")
-  if not entries:
+  list_files = tuple(str(f) for f in list_files)
+  if not list_files:
     raise DataError("no list files given")
-  return entries
+  want = LIST_COLUMNS[flow_file_type]
+  layout = "img1 img2 flowx flowy" if flow_file_type == "jpg" else "img1 img2 flow.flo"
+  lines, where_file, where_line, malformed = [], [], [], 0
+  for fi, path in enumerate(list_files):
+    text = _read_bytes(path, "list file")
+    try:
+      text.decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise DataError(f"list file {path} is not UTF-8 text: {e}") from None
+    n0 = len(lines)
+    for ln, line in enumerate(text.splitlines(), 1):
+      fields = line.split()
+      if not fields or fields[0].startswith(b"#"):
+        continue
+      if len(fields) != want:
+        if not skip_malformed:
+          raise DataError(f"{path}:{ln}: expected {want} columns ({layout}) for flow_file_type "
+                          f"{flow_file_type!r}, got {len(fields)}: {line.strip().decode()!r}")
+        malformed += 1
+        continue
+      lines.append(b" ".join(fields))
+      where_file.append(fi)
+      where_line.append(ln)
+    if len(lines) == n0:
+      raise DataError(f"list file {path} holds no samples")
+  return ListEntries(list_files, data_root or "", flow_file_type, lines, where_file, where_line, malformed)
 
 
 def format_list_line(img1, img2, flow_paths):
@@ -320,80 +377,74 @@ def make_tfrecord_example(img1_bytes, img2_bytes, height, width, key, flow_encod
   return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString(deterministic=True)
 
 
-def tfrecord_feature_spec():
-  """The tf.io.parse_single_example spec for `TFRECORD_FEATURES` (imports TensorFlow)."""
-  import tensorflow as tf
-  spec = {}
-  for name, (kind, _) in TFRECORD_FEATURES.items():
-    if kind == "int64":
-      spec[name] = tf.io.FixedLenFeature([], tf.int64)
-    else:
-      spec[name] = tf.io.FixedLenFeature([], tf.string, default_value=b"")
-  return spec
+class TFRecordExample(NamedTuple):
+  """The fields of one record (`parse_tfrecord_example`), still encoded."""
+  img1: bytes           # encoded image bytes
+  img2: bytes
+  flow: tuple           # 'jpg': (flow_x, flow_y) JPEG bytes; 'float16' / 'float32': (flow_raw,)
+  flow_encoding: str    # 'jpg', 'float16' or 'float32'
+  height: int           # None when the record has none (a 'jpg' record does not need them)
+  width: int
+  key: str              # img1 path relative to the dataset root; '' if the record has none
+  name: str             # 'NAME (key)' for messages; a feature is named 'NAME (key):img1'
 
 
-def parse_tfrecord_example(serialized):
-  """Graph-mode parse of one record: {'img1', 'img2': uint8 [H,W,3], 'flow': float32 [H,W,2], 'key'}.
+def parse_tfrecord_example(serialized, name="<record>"):
+  """Splits one serialised tf.train.Example (`TFRECORD_FEATURES`) into its fields (imports TensorFlow).
 
-  JPEGs are decoded with dct_method='INTEGER_ACCURATE' (libjpeg's ISLOW IDCT,
-  what PIL uses) and TF's default fancy upscaling: images and flow planes
-  then decode to exactly the pixels PIL gives (`read_image`, `read_jpg_flow`);
-  TF's default dct_method differs by up to ~10 levels. Usable inside tf.data `map`.
+  Nothing is decoded: `decode_tfrecord_example` or the input pipeline decode the images and flow.
+  `name` names the record in errors (e.g. 'train-00000-of-00004.tfrecord#34'). Raises BadFileError for
+  a record that is not an Example, lacks a feature, or has an unknown flow_encoding. A record without
+  flow_encoding is 'jpg'.
   """
   import tensorflow as tf
-  ex = tf.io.parse_single_example(serialized, tfrecord_feature_spec())
-  h = tf.cast(ex["height"], tf.int32)
-  w = tf.cast(ex["width"], tf.int32)
+  try:
+    feat = tf.train.Example.FromString(serialized).features.feature
+  except Exception:  # noqa: BLE001 - protobuf raises its own DecodeError
+    raise BadFileError([name], "record is not a tf.train.Example (corrupt)") from None
+  key = feat["key"].bytes_list.value[0].decode(errors="replace") if "key" in feat else ""
+  if key:
+    name = f"{name} ({key})"
 
-  def image(data):
-    im = tf.cond(tf.io.is_jpeg(data),
-                 lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-                 lambda: tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8))
-    return tf.ensure_shape(im, [None, None, 3])
+  def get(feature):
+    if feature not in feat or not feat[feature].bytes_list.value or not feat[feature].bytes_list.value[0]:
+      raise BadFileError([name], f"record has no {feature!r} feature")
+    return feat[feature].bytes_list.value[0]
 
-  def jpg_plane(data):
-    p = tf.io.decode_jpeg(data, channels=1, dct_method="INTEGER_ACCURATE")
-    return tf.cast(p[:, :, 0], tf.float32) / 255.0 * 100.0 - 50.0
+  def size(feature):
+    return feat[feature].int64_list.value[0] if feature in feat and feat[feature].int64_list.value else None
 
-  def from_jpg():
-    return tf.stack([jpg_plane(ex["flow_x"]), jpg_plane(ex["flow_y"])], axis=-1)
-
-  def from_raw(dtype):
-    return lambda: tf.reshape(tf.cast(tf.io.decode_raw(ex["flow_raw"], dtype, little_endian=True),
-                                      tf.float32), [h, w, 2])
-
-  enc = ex["flow_encoding"]
-  flow = tf.case([(tf.equal(enc, b"float16"), from_raw(tf.float16)),
-                  (tf.equal(enc, b"float32"), from_raw(tf.float32))], default=from_jpg, exclusive=True)
-  flow = tf.ensure_shape(flow, [None, None, 2])
-  return {"img1": image(ex["img1"]), "img2": image(ex["img2"]), "flow": flow, "key": ex["key"]}
-
-
-def decode_tfrecord_example(serialized):
-  """NumPy/PIL decoding of one serialised record (same output as `read_sample`), for tests and tools."""
-  import tensorflow as tf
-  ex = tf.train.Example.FromString(serialized).features.feature
-
-  def get(name):
-    f = ex[name]
-    return f.int64_list.value[0] if name in ("height", "width") else f.bytes_list.value[0]
-
-  key = get("key").decode()
-  h, w = get("height"), get("width")
-  enc = get("flow_encoding").decode()
-  img1 = decode_image(get("img1"), f"{key} (img1 in record)")
-  img2 = decode_image(get("img2"), f"{key} (img2 in record)")
+  enc = feat["flow_encoding"].bytes_list.value[0].decode() if "flow_encoding" in feat else "jpg"
+  h, w = size("height"), size("width")
   if enc == "jpg":
-    px = _decode_pil(get("flow_x"), f"{key} (flow_x in record)", "flow x image", "L")
-    py = _decode_pil(get("flow_y"), f"{key} (flow_y in record)", "flow y image", "L")
-    flow = decode_jpg_flow(px, py)
+    flow = (get("flow_x"), get("flow_y"))
   elif enc in ("float16", "float32"):
-    raw = get("flow_raw")
-    dt = np.dtype("<f2" if enc == "float16" else "<f4")
-    if len(raw) != h * w * 2 * dt.itemsize:
-      raise DataError(f"record {key}: flow_raw holds {len(raw)} bytes, {h}x{w}x2 {enc} needs "
-                      f"{h * w * 2 * dt.itemsize}")
-    flow = np.frombuffer(raw, dt).reshape(h, w, 2).astype(np.float32)
+    if h is None or w is None:
+      raise BadFileError([name], "record has no height/width for its raw flow")
+    flow = (get("flow_raw"),)
   else:
-    raise DataError(f"record {key}: unknown flow_encoding {enc!r}")
-  return img1, img2, flow, key
+    raise BadFileError([name], f"record has an unknown flow_encoding {enc!r}")
+  return TFRecordExample(get("img1"), get("img2"), flow, enc, h, w, key, name)
+
+
+def decode_raw_flow(data, encoding, height, width, name="<bytes>"):
+  """H x W x 2 float32 from a record's flow_raw: little-endian 'float16' or 'float32' (u, v) values."""
+  dtype = np.dtype("<f2" if encoding == "float16" else "<f4")
+  need = height * width * 2 * dtype.itemsize
+  if len(data) != need:
+    raise BadFileError([name], f"flow_raw holds {len(data)} bytes, {width}x{height}x2 {encoding} needs {need}")
+  return np.frombuffer(data, dtype).reshape(height, width, 2).astype(np.float32)
+
+
+def decode_tfrecord_example(serialized, name="<record>"):
+  """(img1, img2, flow, key) of one serialised record, decoded as `read_sample` decodes files (PIL)."""
+  ex = parse_tfrecord_example(serialized, name)
+  img1 = decode_image(ex.img1, f"{ex.name}:img1")
+  img2 = decode_image(ex.img2, f"{ex.name}:img2")
+  if ex.flow_encoding == "jpg":
+    px = _decode_pil(ex.flow[0], f"{ex.name}:flow_x", "flow x image", "L")
+    py = _decode_pil(ex.flow[1], f"{ex.name}:flow_y", "flow y image", "L")
+    flow = decode_jpg_flow(px, py)
+  else:
+    flow = decode_raw_flow(ex.flow[0], ex.flow_encoding, ex.height, ex.width, f"{ex.name}:flow_raw")
+  return img1, img2, flow, ex.key

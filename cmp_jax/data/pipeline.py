@@ -1,5 +1,9 @@
 """The input pipeline: list files or TFRecords -> per-host batches (tf.data).
 
+Samples come from `cmp_jax.data.sources` (list files or records) and are made by
+`cmp_jax.data.transforms` (decode, resize, crop, augment, guidance); this module assembles them into the
+stream of batches: order, hosts, seeds, threads, bad data.
+
   it = make_train_iterator(config, start_step=step)     # endless; next(it) -> dict of numpy arrays
   val = make_val_iterator(config)                         # re-iterable; one pass over the val list
   print(it.bad_samples.summary())                         # skipped samples (skip_bad_samples=True)
@@ -13,12 +17,12 @@ A batch is a dict of numpy arrays for THIS host (B = per-host batch):
   image2  [B, H, W, 3] float32  second frame, only with with_image2=True (CMP does not use it)
   valid   [B] bool              val only: False for the padding of the last batch and skipped bad samples
 
-H x W is config.data.crop_size. Per sample the steps are the original's (reference §3.3), in its order:
-resize the short side to config.data.short_size (frames: PIL bicubic, antialiased; flow: cv2 INTER_LINEAR,
-half-pixel, both components times new_h / h), pad to the crop where smaller (frames black, flow 0,
-pad // 2 on top/left), crop (train: hoff = int(rand * (H - ch)) then woff likewise; val: centre),
-train-only augmentations (config.data.aug_flip / aug_reverse / aug_scale / aug_rotate), normalise,
-then the guidance sampler `cmp_jax.sampling` on the cropped flow.
+H x W is config.data.crop_size. Per sample the steps are the original's (reference §3.3), in its order
+(`cmp_jax.data.transforms`): resize the short side to config.data.short_size (frames: PIL bicubic,
+antialiased; flow: cv2 INTER_LINEAR, half-pixel, both components times new_h / h), pad to the crop where
+smaller (frames black, flow 0, pad // 2 on top/left), crop (train: hoff = int(rand * (H - ch)) then woff
+likewise; val: centre), train-only augmentations (config.data.aug_flip / aug_reverse / aug_scale /
+aug_rotate), normalise, then the guidance sampler `cmp_jax.sampling` on the cropped flow.
 
 The stream (train). Sample position p = 0, 1, 2, ... is the p-th sample of the GLOBAL stream; step s uses
 positions [s * G, (s + 1) * G), G = config.batch_size * local_devices * process_count, and host h takes
@@ -78,10 +82,7 @@ Where this deliberately differs from the original:
 """
 
 import atexit
-import dataclasses
 import functools
-import io
-import os
 import random
 import struct
 import threading
@@ -90,31 +91,14 @@ import weakref
 import cv2
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
-from cmp_jax import sampling
-from cmp_jax.data import formats
+from cmp_jax.data import formats, sources, transforms
+from cmp_jax.data.sources import BadSampleError
 
 # Streams of per-sample randomness (mixed into the seeds so that train, val and substitutes differ).
 _TRAIN, _VAL, _SUBSTITUTE, _SHUFFLE = 1, 2, 3, 4
 # In skip mode, the number of random substitutes tried for one bad slot before giving up.
 MAX_SUBSTITUTE_TRIES = 100
-# jpg flow decoding as the original: float32(p) / 255 * 100 - 50, as a lookup table (same float32 values).
-# Flow value of each 8-bit JPEG level, the original's decoding (formats.decode_jpg_flow) as a lookup table.
-_JPG_FLOW_LUT = formats.decode_jpg_flow(*[np.arange(256, dtype=np.uint8)[None]] * 2)[0, :, 0]
-
-
-class BadSampleError(formats.DataError):
-  """A sample cannot be used: a file is missing or corrupt, or sizes disagree. The message names the files."""
-
-
-class _Bad(Exception):
-  """Internal: one problem with one sample. `files` are the offending file names, `reason` says what."""
-
-  def __init__(self, files, reason):
-    super().__init__(reason)
-    self.files = tuple(files)
-    self.reason = reason
 
 
 class BadSampleStats:
@@ -140,6 +124,11 @@ class BadSampleStats:
         if f not in self.files and len(self.files) < self._max_files:
           self.files[f] = bad.reason
 
+  def first(self, n=3):
+    """(count, ['FILE: REASON', ...] for the first `n` bad files) for logs and metrics."""
+    with self._lock:
+      return self.count, [f"{f}: {why}" for f, why in list(self.files.items())[:n]]
+
   def summary(self):
     """One line for the log, e.g. 'bad samples skipped: 3 (2 files; first: a.jpg: file not found)'."""
     with self._lock:
@@ -149,423 +138,6 @@ class BadSampleStats:
       first = f"; first: {first[0]}: {first[1]}" if first else ""
       lines = f", malformed list lines: {self.malformed_lines}" if self.malformed_lines else ""
       return f"bad samples skipped: {self.count} ({len(self.files)} files{first}){lines}"
-
-  def as_dict(self):
-    with self._lock:
-      return {"count": self.count, "malformed_lines": self.malformed_lines, "files": dict(self.files)}
-
-
-# --------------------------------------------------------------------------------------------------
-# Sources: N samples, each a set of encoded files (frames, flow) addressed by an index.
-# --------------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class _Raw:
-  """The encoded files of one sample. A ref is a path (str) or (bytes, label) for record features."""
-  image1: object
-  image2: object
-  flow: tuple          # 'jpg': (x_ref, y_ref); 'flo': (flo_ref,); 'raw': ((bytes, label), dtype, h, w)
-  flow_kind: str       # 'jpg', 'flo' or 'raw'
-  where: str           # 'list.txt:12' or 'train-00000-of-00004.tfrecord#34 (key)', for messages
-
-
-def _label(ref):
-  return ref if isinstance(ref, str) else ref[1]
-
-
-def _read_bytes(ref):
-  if not isinstance(ref, str):
-    return ref[0]
-  try:
-    with open(ref, "rb") as f:
-      return f.read()
-  except FileNotFoundError:
-    raise _Bad([ref], "file not found") from None
-  except OSError as e:
-    raise _Bad([ref], f"cannot read file ({e.strerror or e})") from None
-
-
-class ListSource:
-  """Samples from original-format list files (reference §3.1), paths relative to data_root.
-
-  jpg: `img1 img2 flow_x flow_y` per line; flo: `img1 img2 flow.flo`. The lines of all files are
-  concatenated in order; blank lines and lines starting with '#' are skipped, as
-  `formats.read_list_files`. The lines are kept in one byte buffer (about the size of the files), not as
-  millions of Python objects (1.26M YFCC entries).
-  """
-
-  def __init__(self, list_files, data_root, flow_file_type, skip_malformed=False, stats=None):
-    if isinstance(list_files, (str, os.PathLike)):
-      list_files = (list_files,)
-    if not list_files:
-      raise BadSampleError("no list files given (config.data.train_source / val_source is empty)")
-    nfields = formats.LIST_COLUMNS.get(flow_file_type)
-    if nfields is None:
-      raise ValueError(f"flow_file_type {flow_file_type!r} is not one of {formats.FLOW_FILE_TYPES}")
-    self.flow_file_type = flow_file_type
-    self.data_root = data_root or ""
-    self.list_files = tuple(str(f) for f in list_files)
-    layout = "img1 img2 flowx flowy" if nfields == 4 else "img1 img2 flow.flo"
-    lines, where_file, where_line = [], [], []
-    for fi, path in enumerate(self.list_files):
-      try:
-        with open(path, "rb") as f:
-          text = f.read()
-      except FileNotFoundError:
-        raise BadSampleError(f"list file {path} not found") from None
-      except OSError as e:
-        raise BadSampleError(f"cannot read list file {path}: {e}") from None
-      n_here = 0
-      for ln, line in enumerate(text.splitlines(), 1):
-        fields = line.split()
-        if not fields or fields[0].startswith(b"#"):
-          continue
-        if len(fields) != nfields:
-          if not skip_malformed:
-            raise BadSampleError(f"{path}:{ln}: expected {nfields} columns ({layout}) for flow_file_type "
-                                 f"{flow_file_type!r}, got {len(fields)}: {line.strip().decode(errors='replace')!r}")
-          if stats is not None:
-            stats.malformed_lines += 1
-          continue
-        lines.append(b" ".join(fields))
-        where_file.append(fi)
-        where_line.append(ln)
-        n_here += 1
-      if n_here == 0:
-        raise BadSampleError(f"list file {path} holds no samples")
-    self._offsets = np.cumsum([0] + [len(l) for l in lines], dtype=np.int64)
-    self._buf = b"".join(lines)
-    self._file = np.asarray(where_file, np.int32)
-    self._line = np.asarray(where_line, np.int32)
-
-  def __len__(self):
-    return len(self._offsets) - 1
-
-  def fields(self, i):
-    """The path fields of entry i, as written in the list."""
-    return self._buf[self._offsets[i]:self._offsets[i + 1]].decode("utf-8", errors="replace").split(" ")
-
-  def where(self, i):
-    return f"{self.list_files[self._file[i]]}:{self._line[i]}"
-
-  def read(self, i):
-    paths = [os.path.join(self.data_root, p) for p in self.fields(i)]
-    return _Raw(image1=paths[0], image2=paths[1], flow=tuple(paths[2:]), flow_kind=self.flow_file_type,
-                where=self.where(i))
-
-
-class RecordSource:
-  """Samples from sharded TFRecord files of tf.train.Example (`formats.TFRECORD_FEATURES`, by prepare).
-
-  Random access: the record offsets of every shard are read once (a scan of the 12-byte record headers,
-  no data read), then a record is fetched with one os.pread. The record CRCs are not checked; a damaged
-  record shows up as an unparsable Example or an undecodable image and is reported with its file and
-  record number.
-  """
-
-  def __init__(self, pattern):
-    files = sorted(tf.io.gfile.glob(pattern)) if isinstance(pattern, str) else sorted(pattern)
-    if not files:
-      raise BadSampleError(f"record files {pattern!r}: no file matches")
-    self.files = files
-    self._fds = {}
-    offsets, lengths, shard = [], [], []
-    for si, path in enumerate(files):
-      o, l = _scan_tfrecord(path)
-      offsets.append(o)
-      lengths.append(l)
-      shard.append(np.full(len(o), si, np.int32))
-    self._offset = np.concatenate(offsets)
-    self._length = np.concatenate(lengths)
-    self._shard = np.concatenate(shard)
-    self._rank = np.concatenate([np.arange(len(o), dtype=np.int64) for o in offsets])
-    if len(self._offset) == 0:
-      raise BadSampleError(f"record files {pattern!r}: no records in {len(files)} file(s)")
-    self._lock = threading.Lock()
-
-  def __len__(self):
-    return len(self._offset)
-
-  def where(self, i):
-    return f"{self.files[self._shard[i]]}#{self._rank[i]}"
-
-  def _fd(self, shard):
-    fd = self._fds.get(shard)
-    if fd is None:
-      with self._lock:
-        fd = self._fds.get(shard)
-        if fd is None:
-          fd = os.open(self.files[shard], os.O_RDONLY)
-          self._fds[shard] = fd
-    return fd
-
-  def read(self, i):
-    where = self.where(i)
-    data = os.pread(self._fd(self._shard[i]), int(self._length[i]), int(self._offset[i]))
-    if len(data) != self._length[i]:
-      raise _Bad([where], "record is truncated")
-    try:
-      feat = tf.train.Example.FromString(data).features.feature
-    except Exception:  # noqa: BLE001 - protobuf raises its own DecodeError
-      raise _Bad([where], "record is not a tf.train.Example (corrupt)") from None
-    key = feat["key"].bytes_list.value[0].decode(errors="replace") if "key" in feat else ""
-    if key:
-      where = f"{where} ({key})"
-
-    def get(name):
-      if name not in feat or not feat[name].bytes_list.value or not feat[name].bytes_list.value[0]:
-        raise _Bad([where], f"record has no {name!r} feature")
-      return (feat[name].bytes_list.value[0], f"{where}:{name}")
-
-    enc = feat["flow_encoding"].bytes_list.value[0].decode() if "flow_encoding" in feat else "jpg"
-    if enc == "jpg":
-      flow, kind = (get("flow_x"), get("flow_y")), "jpg"
-    elif enc in ("float16", "float32"):
-      try:
-        h, w = feat["height"].int64_list.value[0], feat["width"].int64_list.value[0]
-      except (KeyError, IndexError):
-        raise _Bad([where], "record has no height/width for its raw flow") from None
-      flow, kind = (get("flow_raw"), "<f2" if enc == "float16" else "<f4", int(h), int(w)), "raw"
-    else:
-      raise _Bad([where], f"record has an unknown flow_encoding {enc!r}")
-    return _Raw(image1=get("img1"), image2=get("img2"), flow=flow, flow_kind=kind, where=where)
-
-  def close(self):
-    for fd in self._fds.values():
-      os.close(fd)
-    self._fds.clear()
-
-
-def _scan_tfrecord(path):
-  """(offsets, lengths) of the records' data in a TFRecord file (uint64 len, uint32 crc, data, uint32 crc)."""
-  offsets, lengths = [], []
-  size = os.path.getsize(path)
-  with open(path, "rb") as f:
-    pos = 0
-    while pos < size:
-      head = f.read(12)
-      if len(head) < 12:
-        raise BadSampleError(f"record file {path}: truncated record header at byte {pos}")
-      (n,) = struct.unpack("<Q", head[:8])
-      if pos + 12 + n + 4 > size:
-        raise BadSampleError(f"record file {path}: record at byte {pos} runs past the end of the file")
-      offsets.append(pos + 12)
-      lengths.append(n)
-      pos += 12 + n + 4
-      f.seek(pos)
-  return np.asarray(offsets, np.int64), np.asarray(lengths, np.int64)
-
-
-def make_source(config, split, skip_malformed=False, stats=None):
-  """The train or val source named by config.data: `{split}_records` when set, else `{split}_source`."""
-  d = config.data
-  records = d.get(f"{split}_records", "")
-  if records:
-    return RecordSource(records)
-  return ListSource(tuple(d[f"{split}_source"]), d.data_root, d.flow_file_type, skip_malformed, stats)
-
-
-# --------------------------------------------------------------------------------------------------
-# One sample: decode, resize, crop, augment, sample guidance (numpy / PIL / cv2).
-# --------------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-  """Plain values taken from config.data (read once; safe to use from the tf.data threads)."""
-  short_size: int = 416
-  crop_size: tuple = (384, 384)
-  strategy: tuple = ("grid", "watershed")
-  bg_ratio: float = 1.5625e-4
-  nms_ks: int = 41
-  max_num_guide: int = 150
-  aug_flip: bool = False
-  aug_reverse: bool = False
-  aug_scale: bool = False
-  aug_rotate: bool = False
-  with_image2: bool = False
-
-  @classmethod
-  def from_config(cls, config, with_image2=False):
-    d = config.data
-    return cls(short_size=int(d.short_size), crop_size=tuple(int(s) for s in d.crop_size),
-               strategy=tuple(d.sample_strategy), bg_ratio=float(d.sample_bg_ratio), nms_ks=int(d.nms_ks),
-               max_num_guide=int(d.max_num_guide), aug_flip=bool(d.aug_flip), aug_reverse=bool(d.aug_reverse),
-               aug_scale=bool(d.aug_scale), aug_rotate=bool(d.aug_rotate), with_image2=with_image2)
-
-
-def resized_size(w, h, short_size):
-  """(new_w, new_h) with the short side at short_size, the other truncated by int() as the original."""
-  if w < h:
-    return short_size, int(short_size / float(w) * h)
-  return int(short_size / float(h) * w), short_size
-
-
-def _open_image(ref, kind):
-  """A lazily decoded PIL image (header read) from a path or bytes; `kind` names it in messages."""
-  data = _read_bytes(ref)
-  try:
-    im = Image.open(io.BytesIO(data))
-    im.size  # noqa: B018
-  except Exception as e:  # noqa: BLE001 - PIL raises several kinds for a bad header
-    raise _Bad([_label(ref)], f"{kind} is not a readable image ({type(e).__name__}: {e})") from None
-  return im
-
-
-def _load(im, ref, kind):
-  """Decodes a PIL image, naming the file on failure (truncated or corrupt data)."""
-  try:
-    im.load()
-  except Exception as e:  # noqa: BLE001
-    raise _Bad([_label(ref)], f"{kind} cannot be decoded ({type(e).__name__}: {e})") from None
-  return im
-
-
-def _resize_crop_image(im, new_size, window, out_size):
-  """The crop of `im` resized to new_size (PIL bicubic), as uint8 out_size, black where padded.
-
-  window = (top, left, bottom, right, dy, dx) from `_crop_window`: the part of the resized image inside
-  the crop, which goes to rows dy.. and columns dx.. of the output. Only that part is computed (PIL's
-  resize with a source box), not the whole resized frame.
-  """
-  (nw, nh), (t, l, b, r, dy, dx) = new_size, window
-  ch, cw = out_size
-  w, h = im.size
-  if im.mode != "RGB":
-    im = im.convert("RGB")
-  if (l, t, r, b) == (0, 0, nw, nh):
-    part = im.resize((nw, nh), Image.BICUBIC)
-  else:
-    sx, sy = w / nw, h / nh
-    box = (l * sx, t * sy, min(r * sx, w), min(b * sy, h))
-    part = im.resize((r - l, b - t), Image.BICUBIC, box=box)
-  part = np.asarray(part)
-  if part.shape[:2] == (ch, cw):
-    return part
-  out = np.zeros((ch, cw, 3), np.uint8)
-  out[dy:dy + b - t, dx:dx + r - l] = part
-  return out
-
-
-def _crop_window(size, out_size, hoff, woff):
-  """For a resized image of size (nw, nh) padded to at least out_size, the crop at (hoff, woff) of the
-  padded image as (top, left, bottom, right) inside the image plus the canvas offset (dy, dx)."""
-  nw, nh = size
-  ch, cw = out_size
-  pad_top = max(ch - nh, 0) // 2
-  pad_left = max(cw - nw, 0) // 2
-  t, l = hoff - pad_top, woff - pad_left
-  top, left = max(t, 0), max(l, 0)
-  bottom, right = min(t + ch, nh), min(l + cw, nw)
-  return top, left, bottom, right, top - t, left - l
-
-
-def process(raw, settings, train, rs, pyrng):
-  """One sample -> (image uint8 HxWx3, image2 uint8 or None, flow f32 HxWx2, guidance (rows, cols) or None).
-
-  rs: np.random.RandomState for the crop offsets and the sampler (called in the original's order);
-  pyrng: random.Random for the augmentations. Raises _Bad for bad data.
-  """
-  ch, cw = settings.crop_size
-  im1 = _open_image(raw.image1, "image1")
-  im2 = _open_image(raw.image2, "image2")
-  w, h = im1.size
-  if im2.size != im1.size:
-    raise _Bad([_label(raw.image1), _label(raw.image2)],
-               f"image1 is {w}x{h} but image2 is {im2.size[0]}x{im2.size[1]}")
-  if raw.flow_kind == "jpg":
-    flow_names = [_label(f) for f in raw.flow]
-    chans = []
-    for ref, kind in zip(raw.flow, ("flow_x", "flow_y")):
-      fim = _open_image(ref, kind)
-      if fim.size != (w, h):
-        raise _Bad([_label(raw.image1), _label(ref)],
-                   f"image1 is {w}x{h} but {kind} is {fim.size[0]}x{fim.size[1]}")
-      if fim.mode != "L":
-        raise _Bad([_label(ref)], f"{kind} has mode {fim.mode}; a jpg flow must be a single-channel 8-bit image")
-      chans.append(np.asarray(_load(fim, ref, kind)))
-    flow = cv2.LUT(cv2.merge(chans), _JPG_FLOW_LUT)
-  elif raw.flow_kind == "flo":
-    flow_names = [_label(raw.flow[0])]
-    try:
-      flow = formats.decode_flo(_read_bytes(raw.flow[0]), flow_names[0])
-    except formats.DataError as e:
-      raise _Bad(flow_names, str(e).replace(f"{flow_names[0]}: ", "", 1)) from None
-  else:  # raw float16/float32 in a record
-    (data, name), dtype, fh, fw = raw.flow
-    flow_names = [name]
-    if len(data) != fh * fw * 2 * np.dtype(dtype).itemsize:
-      raise _Bad(flow_names, f"flow_raw holds {len(data)} bytes, {fw}x{fh}x2 {dtype} needs "
-                 f"{fh * fw * 2 * np.dtype(dtype).itemsize}")
-    flow = np.frombuffer(data, dtype).reshape(fh, fw, 2).astype(np.float32)
-  if flow.shape[:2] != (h, w):
-    raise _Bad([_label(raw.image1), flow_names[0]],
-               f"image1 is {w}x{h} but the flow is {flow.shape[1]}x{flow.shape[0]}")
-  _load(im1, raw.image1, "image1")
-  if settings.with_image2:
-    _load(im2, raw.image2, "image2")
-
-  # Resize (sizes only; the pixels are resized over the crop window below).
-  nw, nh = resized_size(w, h, settings.short_size)
-  ratio = float(nh) / h
-  # Crop offsets in the padded resized frame (two rand() calls, h first, as the original).
-  ph, pw = max(nh, ch), max(nw, cw)
-  if train:
-    hoff = int(rs.rand() * (ph - ch))
-    woff = int(rs.rand() * (pw - cw))
-  else:
-    hoff, woff = (ph - ch) // 2, (pw - cw) // 2
-  window = _crop_window((nw, nh), (ch, cw), hoff, woff)
-  image = _resize_crop_image(im1, (nw, nh), window, (ch, cw))
-  image2 = _resize_crop_image(im2, (nw, nh), window, (ch, cw)) if settings.with_image2 else None
-
-  t, l, b, r, dy, dx = window
-  flow_r = cv2.resize(flow, (nw, nh), interpolation=cv2.INTER_LINEAR)
-  part = flow_r[t:b, l:r] * ratio
-  if part.shape[:2] == (ch, cw):
-    flow = np.ascontiguousarray(part)
-  else:
-    flow = np.zeros((ch, cw, 2), np.float32)
-    flow[dy:dy + b - t, dx:dx + r - l] = part
-  if raw.flow_kind != "jpg" and not np.isfinite(flow).all():
-    raise _Bad(flow_names, "the flow holds NaN or infinite values")
-
-  if train:
-    image, image2, flow = augment(image, image2, flow, settings, pyrng)
-
-  try:
-    points = guidance_points(flow, settings, rs)
-  except ValueError as e:
-    raise _Bad(flow_names, f"guidance sampler: {e}") from None
-  return image, image2, flow, points
-
-
-def augment(image, image2, flow, settings, pyrng):
-  """The original's image_flow_aug (flip) then flow_aug (reverse, scale, rotate), with its random calls."""
-  if settings.aug_flip and pyrng.random() < 0.5:
-    image = np.ascontiguousarray(image[:, ::-1])
-    image2 = None if image2 is None else np.ascontiguousarray(image2[:, ::-1])
-    flow = np.ascontiguousarray(flow[:, ::-1])
-    flow[:, :, 0] = -flow[:, :, 0]
-  if settings.aug_reverse and pyrng.random() < 0.5:
-    flow = -flow
-  if settings.aug_scale:
-    flow = flow * np.float32(pyrng.uniform(0.5, 2.0))
-  if settings.aug_rotate and pyrng.random() < 0.5:
-    length = np.sqrt(np.square(flow[:, :, 0]) + np.square(flow[:, :, 1]))
-    with np.errstate(divide="ignore", invalid="ignore"):
-      alpha = np.arctan(flow[:, :, 1] / flow[:, :, 0])
-    alpha = np.where(length == 0, 0, alpha)  # the original's 0/0 -> NaN; length 0 gives 0 anyway
-    theta = pyrng.uniform(0, np.pi * 2)
-    flow = np.stack([length * np.cos(alpha + theta), length * np.sin(alpha + theta)], -1).astype(np.float32)
-  return image, image2, flow
-
-
-def guidance_points(flow, settings, rs):
-  """(rows, cols) of the guidance pixels from `cmp_jax.sampling`, or None for 'full' (every pixel)."""
-  if "full" in settings.strategy:
-    return None
-  return sampling.guidance_points(flow, settings.strategy, settings.bg_ratio, settings.nms_ks,
-                                  settings.max_num_guide, rng=rs)
 
 
 def sample_rngs(seed, stream, position, attempt=0):
@@ -637,8 +209,8 @@ class _Loader:
     while True:
       rs, pyrng = sample_rngs(self.seed, stream, position)
       try:
-        return (index, *process(self.source.read(index), self.settings, self.train, rs, pyrng))
-      except _Bad as bad:
+        return (index, *transforms.process(self.source.read(index), self.settings, self.train, rs, pyrng))
+      except formats.BadFileError as bad:
         if not self.skip_bad:
           self._fail(position, self._error(index, bad))
         self.stats.record(bad)
@@ -735,7 +307,7 @@ def _dataset(loader, steps, num_threads, prefetch, train):
 
 
 def _hosts(per_device, process_index, process_count, local_devices, what):
-  """(per-host batch, global batch, host, hosts); jax is asked only for what the caller leaves None."""
+  """(per-host batch, global batch, host); jax is asked only for what the caller leaves None."""
   if process_index is None or process_count is None or local_devices is None:
     import jax  # noqa: PLC0415 - only when the caller does not say
     process_index = jax.process_index() if process_index is None else process_index
@@ -747,7 +319,7 @@ def _hosts(per_device, process_index, process_count, local_devices, what):
   if local_devices < 1:
     raise ValueError(f"{what}: local_devices must be positive, got {local_devices}")
   per_host = int(per_device) * local_devices
-  return per_host, per_host * process_count, process_index, process_count
+  return per_host, per_host * process_count, process_index
 
 
 # Live tf.data iterators, closed at exit: a tf.data thread still inside tf.numpy_function while Python
@@ -794,12 +366,11 @@ class _Stream:
 
 
 class _Batches:
-  def __init__(self, dataset, loader, stats, num_batches, per_host, global_batch_size):
+  def __init__(self, dataset, loader):
     self.dataset = dataset
-    self.bad_samples = stats
-    self.num_batches = num_batches
-    self.batch_size = per_host
-    self.global_batch_size = global_batch_size
+    self.bad_samples = loader.stats
+    self.batch_size = loader.per_host
+    self.global_batch_size = loader.global_batch
     self.num_samples = loader.n
     self._loader = loader
 
@@ -811,8 +382,8 @@ class TrainIterator(_Batches):
   start_step, dataset (the tf.data.Dataset). close() stops its background work.
   """
 
-  def __init__(self, *args, start_step):
-    super().__init__(*args)
+  def __init__(self, dataset, loader, start_step):
+    super().__init__(dataset, loader)
     self.start_step = start_step
     self._stream = _Stream(self.dataset, self._loader)
 
@@ -829,8 +400,12 @@ class TrainIterator(_Batches):
 class ValIterator(_Batches):
   """One pass over the val list per `iter()`; `len()` is the number of batches (the same on every host).
 
-  Attributes as TrainIterator (num_samples: entries in the val list).
+  Attributes as TrainIterator (num_samples: entries in the val list), and num_batches.
   """
+
+  def __init__(self, dataset, loader, num_batches):
+    super().__init__(dataset, loader)
+    self.num_batches = num_batches
 
   def __iter__(self):
     return _Stream(self.dataset, self._loader)
@@ -839,20 +414,17 @@ class ValIterator(_Batches):
     return self.num_batches
 
 
-def _configure_threads():
-  cv2.setNumThreads(1)
-
-
 def _make_loader(config, split, per_device_batch, process_index, process_count, local_devices, with_image2,
                  caller):
   """The per-sample loader of one split for this host (its source, settings, batch geometry, bad-sample stats)."""
-  _configure_threads()
-  per_host, gbs, host, _ = _hosts(per_device_batch, process_index, process_count, local_devices, caller)
+  cv2.setNumThreads(1)  # the parallelism is across batches
+  per_host, gbs, host = _hosts(per_device_batch, process_index, process_count, local_devices, caller)
   d = config.data
   skip = bool(d.skip_bad_samples)
   stats = BadSampleStats()
-  source = make_source(config, split, skip_malformed=skip, stats=stats)
-  settings = Settings.from_config(config, with_image2)
+  source = sources.make_source(config, split, skip_malformed=skip)
+  stats.malformed_lines = source.malformed_lines
+  settings = transforms.Settings.from_config(config, with_image2)
   return _Loader(source, settings, config.seed, split == "train", skip, stats, per_host, gbs, host, d.image_mean,
                  d.image_std)
 
@@ -877,8 +449,7 @@ def make_train_iterator(config, *, start_step=0, process_index=None, process_cou
                         with_image2, "make_train_iterator")
   ds = _dataset(loader, tf.data.Dataset.range(int(start_step), 2 ** 62), config.data.num_threads,
                 config.data.prefetch, train=True)
-  return TrainIterator(ds, loader, loader.stats, None, loader.per_host, loader.global_batch,
-                       start_step=int(start_step))
+  return TrainIterator(ds, loader, int(start_step))
 
 
 def make_val_iterator(config, *, process_index=None, process_count=None, local_devices=None,
@@ -899,4 +470,4 @@ def make_val_iterator(config, *, process_index=None, process_count=None, local_d
     steps = min(steps, int(max_batches))
   ds = _dataset(loader, tf.data.Dataset.range(steps), config.data.num_threads, config.data.prefetch,
                 train=False)
-  return ValIterator(ds, loader, loader.stats, steps, loader.per_host, loader.global_batch)
+  return ValIterator(ds, loader, steps)

@@ -3,6 +3,9 @@
   python -m cmp_jax.data.prepare --videos clips/*.mp4 --out datasets/mine --short-side 256
   python -m cmp_jax.data.prepare --from-lists data/yfcc          # records for an existing dataset
 
+  from cmp_jax.data import prepare                                # the same from Python
+  prepare.prepare(prepare.PrepareOptions(videos=("clips/a.mp4",), out="datasets/mine", short_side=256))
+
 The original trains on frame pairs of YFCC videos with flow precomputed by
 LiteFlowNet (reference §8.1). This tool makes the same kind of dataset from
 any videos with OpenCV's DIS optical flow, on all cores.
@@ -39,6 +42,7 @@ written last. Re-running over the same OUT rewrites everything it produces
 
 import argparse
 import collections
+import dataclasses
 import glob
 import json
 import math
@@ -51,12 +55,64 @@ import time
 
 import numpy as np
 
+from cmp_jax import fileio
 from cmp_jax.data import formats
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
               ".ogv", ".y4m")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DIS_PRESETS = ("ultrafast", "fast", "medium")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareOptions:
+  """What `prepare` makes: the command-line options, dashes as underscores (`--help` describes each).
+
+  Give exactly one of `videos` (with `out`) and `from_lists`.
+  """
+  videos: tuple = ()                 # video files, folders of frames or of videos (globs allowed)
+  out: str = None                    # dataset folder (data_root); --from-lists: default from_lists
+  from_lists: str = None             # DATA_ROOT of an existing dataset: write its TFRecords
+  flow_file_type: str = "jpg"        # with from_lists: the lists' flow columns
+  workers: int = 0                   # processes (0: all cores)
+  # pairs
+  frame_step: int = 1
+  pair_every: int = 1
+  max_frames: int = 0
+  max_pairs_per_video: int = 0
+  short_side: int = 0
+  max_side: int = 0
+  min_motion: float = 0.5
+  motion_percentile: float = 50.0
+  cut_hist: float = 0.2
+  max_warp_error: float = 25.0
+  max_saturated: float = 0.01
+  # optical flow (cv2.DISOpticalFlow); None: the preset's value
+  dis_preset: str = "medium"
+  dis_finest_scale: int = None
+  dis_patch_size: int = None
+  dis_patch_stride: int = None
+  dis_gd_iters: int = None
+  dis_var_iters: int = None
+  # files
+  flow_format: str = "jpg"
+  jpeg_quality: int = 95
+  flow_jpeg_quality: int = 100
+  records: bool = True
+  record_flow: str = "jpg"
+  examples_per_shard: int = 1024
+  # validation split
+  val_by: str = "video"
+  val_fraction: float = 0.1
+  val_videos: tuple = None
+  progress_every: float = 2.0
+
+  @classmethod
+  def from_args(cls, args):
+    """The options of a `build_parser()` namespace."""
+    kw = vars(args)
+    return cls(**{**kw, "videos": tuple(kw["videos"] or ()),
+                  "val_videos": tuple(kw["val_videos"]) if kw["val_videos"] else None})
 
 
 # ----------------------------------------------------------------------------
@@ -200,22 +256,22 @@ _DIS = {}
 def make_dis(opts):
   """A cv2.DISOpticalFlow with the preset and parameters of `opts` (cached per process)."""
   import cv2
-  key = (opts["dis_preset"], opts["dis_finest_scale"], opts["dis_patch_size"], opts["dis_patch_stride"],
-         opts["dis_gd_iters"], opts["dis_var_iters"])
+  key = (opts.dis_preset, opts.dis_finest_scale, opts.dis_patch_size, opts.dis_patch_stride,
+         opts.dis_gd_iters, opts.dis_var_iters)
   if key not in _DIS:
     preset = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-              "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[opts["dis_preset"]]
+              "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[opts.dis_preset]
     dis = cv2.DISOpticalFlow_create(preset)
-    if opts["dis_finest_scale"] is not None:
-      dis.setFinestScale(opts["dis_finest_scale"])
-    if opts["dis_patch_size"] is not None:
-      dis.setPatchSize(opts["dis_patch_size"])
-    if opts["dis_patch_stride"] is not None:
-      dis.setPatchStride(opts["dis_patch_stride"])
-    if opts["dis_gd_iters"] is not None:
-      dis.setGradientDescentIterations(opts["dis_gd_iters"])
-    if opts["dis_var_iters"] is not None:
-      dis.setVariationalRefinementIterations(opts["dis_var_iters"])
+    if opts.dis_finest_scale is not None:
+      dis.setFinestScale(opts.dis_finest_scale)
+    if opts.dis_patch_size is not None:
+      dis.setPatchSize(opts.dis_patch_size)
+    if opts.dis_patch_stride is not None:
+      dis.setPatchStride(opts.dis_patch_stride)
+    if opts.dis_gd_iters is not None:
+      dis.setGradientDescentIterations(opts.dis_gd_iters)
+    if opts.dis_var_iters is not None:
+      dis.setVariationalRefinementIterations(opts.dis_var_iters)
     _DIS[key] = dis
   return _DIS[key]
 
@@ -240,28 +296,28 @@ def flow_relpaths(video, t1, t2, flow_format):
 def process_pair(task):
   """Tests one pair and, if it is kept, writes its frames and flow. Returns a result dict."""
   video, t1, t2, rgb1, rgb2, opts = task
-  out = opts["out"]
+  out = opts.out
   res = {"video": video, "t1": t1, "t2": t2, "status": "kept"}
   hd = histogram_distance(rgb1, rgb2)
   res["hist"] = round(hd, 4)
-  if hd > opts["cut_hist"]:
+  if hd > opts.cut_hist:
     res["status"] = "cut"
     return res
   flow, g1, g2 = compute_flow(rgb1, rgb2, opts)
   mag = np.hypot(flow[:, :, 0], flow[:, :, 1])
   res["median_motion"] = round(float(np.median(mag)), 3)
-  res["motion"] = round(float(np.percentile(mag, opts["motion_percentile"])), 3)
+  res["motion"] = round(float(np.percentile(mag, opts.motion_percentile)), 3)
   we = warp_error(g1, g2, flow)
   res["warp_error"] = round(we, 2)
   sat = float(np.mean((np.abs(flow) >= formats.FLOW_JPG_OFFSET).any(axis=2)))
   res["saturated"] = round(sat, 4)
-  if we > opts["max_warp_error"]:
+  if we > opts.max_warp_error:
     res["status"] = "cut"
     return res
-  if res["motion"] < opts["min_motion"]:
+  if res["motion"] < opts.min_motion:
     res["status"] = "static"
     return res
-  if sat > opts["max_saturated"]:
+  if sat > opts.max_saturated:
     res["status"] = "too_fast"
     return res
 
@@ -269,17 +325,17 @@ def process_pair(task):
   for t, rgb in ((t1, rgb1), (t2, rgb2)):
     p = os.path.join(out, frame_relpath(video, t))
     if not os.path.exists(p):
-      formats.atomic_write_bytes(p, formats.encode_jpeg(rgb, opts["jpeg_quality"]))
-  rel = flow_relpaths(video, t1, t2, opts["flow_format"])
-  if opts["flow_format"] == "flo":
+      formats.atomic_write_bytes(p, formats.encode_jpeg(rgb, opts.jpeg_quality))
+  rel = flow_relpaths(video, t1, t2, opts.flow_format)
+  if opts.flow_format == "flo":
     formats.write_flo(os.path.join(out, rel[0]), flow)
   else:
     px, py = formats.encode_jpg_flow(flow)
-    formats.atomic_write_bytes(os.path.join(out, rel[0]), formats.encode_jpeg(px, opts["flow_jpeg_quality"]))
-    formats.atomic_write_bytes(os.path.join(out, rel[1]), formats.encode_jpeg(py, opts["flow_jpeg_quality"]))
-    if opts["records"] and opts["record_flow"] in ("float16", "float32"):
+    formats.atomic_write_bytes(os.path.join(out, rel[0]), formats.encode_jpeg(px, opts.flow_jpeg_quality))
+    formats.atomic_write_bytes(os.path.join(out, rel[1]), formats.encode_jpeg(py, opts.flow_jpeg_quality))
+    if opts.records and opts.record_flow in ("float16", "float32"):
       # Records want the unquantised flow: stage it until the records are written.
-      raw = np.ascontiguousarray(flow, "<f2" if opts["record_flow"] == "float16" else "<f4").tobytes()
+      raw = np.ascontiguousarray(flow, "<f2" if opts.record_flow == "float16" else "<f4").tobytes()
       res["staged"] = _staged_relpath(video, t1, t2)
       formats.atomic_write_bytes(os.path.join(out, res["staged"]), raw)
   res["img1"] = frame_relpath(video, t1)
@@ -303,18 +359,18 @@ def _worker_init():
 
 def iter_tasks(source, opts):
   """(video, t1, t2, rgb1, rgb2, opts) for every candidate pair of one source, decoding once."""
-  step, every = opts["frame_step"], opts["pair_every"]
+  step, every = opts.frame_step, opts.pair_every
   window = collections.OrderedDict()  # frame index -> resized RGB, the last `step` + 1 frames
   count = 0
   for t, rgb in enumerate(source.frames()):
-    if opts["max_frames"] and t >= opts["max_frames"]:
+    if opts.max_frames and t >= opts.max_frames:
       break
-    window[t] = resize_frame(rgb, opts["short_side"], opts["max_side"])
+    window[t] = resize_frame(rgb, opts.short_side, opts.max_side)
     while len(window) > step + 1:
       window.popitem(last=False)
     t1 = t - step
     if t1 >= 0 and t1 % every == 0:
-      if opts["max_pairs_per_video"] and count >= opts["max_pairs_per_video"]:
+      if opts.max_pairs_per_video and count >= opts.max_pairs_per_video:
         break
       count += 1
       yield (source.name, t1, t, window[t1], window[t], opts)
@@ -366,26 +422,26 @@ def split_pairs(kept, sources, opts):
   by_video = collections.OrderedDict((n, []) for n in names)
   for r in kept:
     by_video[r["video"]].append(r)
-  if opts["val_videos"]:
+  if opts.val_videos:
     val_names = set()
-    for v in opts["val_videos"]:
+    for v in opts.val_videos:
       match = [s.name for s in sources if s.name == v or os.path.normpath(s.path) == os.path.normpath(v)]
       if not match:
         raise ValueError(f"--val-videos {v!r} is not one of the inputs ({', '.join(names)})")
       val_names.update(match)
-  elif opts["val_by"] == "video":
-    n_val = int(round(opts["val_fraction"] * len(names)))
-    if opts["val_fraction"] > 0:
+  elif opts.val_by == "video":
+    n_val = int(round(opts.val_fraction * len(names)))
+    if opts.val_fraction > 0:
       n_val = max(1, n_val)
     if n_val >= len(names) and n_val > 0:
-      raise ValueError(f"--val-by video with --val-fraction {opts['val_fraction']} leaves no training video "
+      raise ValueError(f"--val-by video with --val-fraction {opts.val_fraction} leaves no training video "
                        f"({len(names)} inputs); give more videos, --val-videos, or --val-by pairs")
     val_names = set(names[len(names) - n_val:]) if n_val else set()
   else:
     train, val = [], []
     for n in names:
       rs = by_video[n]
-      n_val = int(math.ceil(opts["val_fraction"] * len(rs))) if rs else 0
+      n_val = int(math.ceil(opts.val_fraction * len(rs))) if rs else 0
       # The last n_val pairs of each video, in time order; train pairs that
       # reach into the val block (share a frame with it) are dropped.
       cut = len(rs) - n_val
@@ -417,18 +473,10 @@ def write_records(root, split, items, out=None, record_flow="jpg", examples_per_
   for s in range(num_shards):
     name = f"{split}-{s:05d}-of-{num_shards:05d}.tfrecord"
     path = os.path.join(rec_dir, name)
-    tmp = os.path.join(rec_dir, f".{name}.{os.getpid()}.tmp")
     chunk = items[s * n // num_shards:(s + 1) * n // num_shards]
-    try:
-      with tf.io.TFRecordWriter(tmp) as w:
-        for it in chunk:
-          w.write(_record_for(root, it, record_flow, flow_jpeg_quality))
-      os.chmod(tmp, 0o644)
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.unlink(tmp)
-      raise
+    with fileio.atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as w:
+      for it in chunk:
+        w.write(_record_for(root, it, record_flow, flow_jpeg_quality))
     shards.append({"file": name, "num_examples": len(chunk)})
   # Shards of an earlier run with another shard count would be picked up by a glob: remove them.
   keep = {s["file"] for s in shards}
@@ -509,155 +557,154 @@ def records_from_lists(data_root, out=None, list_files=None, flow_file_type="jpg
 # ----------------------------------------------------------------------------
 # Driver
 
-def prepare(videos, out, **kw):
-  """Library entry point for --videos: the same as the command line (option names, dashes -> _).
+def prepare(options):
+  """Makes the dataset that `options` (a PrepareOptions) describe: the library entry of the command line.
 
-  Returns the summary written to OUT/prepare.json.
+  Returns the summary written to OUT/prepare.json, or with `from_lists` {split: records meta}.
   """
-  if isinstance(videos, (str, os.PathLike)):
-    videos = [videos]
-  args = build_parser().parse_args(["--videos", *map(str, videos), "--out", str(out)])
-  for k, v in kw.items():
-    if not hasattr(args, k):
-      raise TypeError(f"prepare() got an unknown option {k!r}")
-    setattr(args, k, v)
-  return run(args)
-
-
-def run(args):
-  if bool(args.videos) == bool(args.from_lists):
-    raise ValueError("give exactly one of --videos and --from-lists")
-  if args.from_lists:
-    args.out = args.out or args.from_lists
-    opts = _check_args(args)
-    return records_from_lists(args.from_lists, opts["out"], None, opts["flow_file_type"], opts["record_flow"],
-                              opts["examples_per_shard"], opts["flow_jpeg_quality"])
-  if not args.out:
-    raise ValueError("--out is required with --videos")
-  opts = _check_args(args)
-  out = opts["out"]
-  sources = find_sources(args.videos)
+  opts = check_options(options)
+  if opts.from_lists:
+    return records_from_lists(opts.from_lists, opts.out, None, opts.flow_file_type, opts.record_flow,
+                              opts.examples_per_shard, opts.flow_jpeg_quality)
+  sources = find_sources(opts.videos)
   for s in sources:
     s.check()
+  out = opts.out
   os.makedirs(out, exist_ok=True)
   staging = os.path.join(out, "records", ".staging")
   if os.path.isdir(staging):  # left by an interrupted run
     shutil.rmtree(staging)
 
-  total = 0
-  for s in sources:
-    n = s.num_frames_estimate()
-    if opts["max_frames"]:
-      n = min(n, opts["max_frames"])
-    k = len(range(0, max(0, n - opts["frame_step"]), opts["pair_every"]))
-    total += min(k, opts["max_pairs_per_video"]) if opts["max_pairs_per_video"] else k
-  print(f"[prepare] {len(sources)} input(s), about {total} candidate pairs, {opts['workers']} worker(s) -> {out}",
-        file=sys.stderr, flush=True)
-
-  progress = Progress(total, every=opts["progress_every"])
-  results = []
-
-  def tasks():
-    for s in sources:
-      yield from iter_tasks(s, opts)
-
-  if opts["workers"] <= 1:
-    _worker_init()
-    for task in tasks():
-      r = process_pair(task)
-      results.append(r)
-      progress.update(r["status"])
-  else:
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(opts["workers"], initializer=_worker_init) as pool:
-      pending = collections.deque()
-      for task in tasks():
-        pending.append(pool.apply_async(process_pair, (task,)))
-        while len(pending) >= 4 * opts["workers"]:
-          r = pending.popleft().get()
-          results.append(r)
-          progress.update(r["status"])
-      while pending:
-        r = pending.popleft().get()
-        results.append(r)
-        progress.update(r["status"])
-  progress.print(final=True)
-
+  results, counts = process_pairs(sources, opts)
   kept = [r for r in results if r["status"] == "kept"]
   if not kept:
     raise formats.DataError(f"no pair was kept from {', '.join(s.path for s in sources)}: "
-                            f"{dict(progress.counts)}; lower --min-motion or raise --cut-hist/--max-warp-error")
+                            f"{counts}; lower --min-motion or raise --cut-hist/--max-warp-error")
   train, val = split_pairs(kept, sources, opts)
   if not train:
     raise formats.DataError("the split left no training pair; lower --val-fraction or change --val-by")
 
-  lists_dir = os.path.join(out, "lists")
-  for split, rs in (("train", train), ("val", val)):
-    path = os.path.join(lists_dir, f"{split}.txt")
-    if rs:
-      formats.write_list_file(path, [formats.format_list_line(r["img1"], r["img2"], r["flow"]) for r in rs])
-    elif os.path.exists(path):
-      os.unlink(path)
-  if opts["records"]:
+  write_lists(out, train, val)
+  if opts.records:
     for split, rs in (("train", train), ("val", val)):
       if not rs:
         _remove_records(out, split)
       else:
-        write_records(out, split, rs, out, opts["record_flow"], opts["examples_per_shard"],
-                      opts["flow_jpeg_quality"])
+        write_records(out, split, rs, out, opts.record_flow, opts.examples_per_shard, opts.flow_jpeg_quality)
     if os.path.isdir(staging):
       shutil.rmtree(staging)
 
+  summary = {"command": "python -m cmp_jax.data.prepare " + " ".join(_quote(a) for a in sys.argv[1:])
+             if sys.argv and sys.argv[0].endswith("prepare.py") else None,
+             "options": {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("videos", "out", "from_lists")},
+             "num_train": len(train), "num_val": len(val), "videos": video_stats(sources, results),
+             "val_videos": sorted({r["video"] for r in val})}
+  formats.atomic_write_bytes(os.path.join(out, "prepare.json"), (json.dumps(summary, indent=1) + "\n").encode())
+  print(f"[prepare] wrote {len(train)} train / {len(val)} val pairs to {out}/lists"
+        + (f" and {out}/records" if opts.records else ""), file=sys.stderr, flush=True)
+  return summary
+
+
+def check_options(o):
+  """`o` checked (ValueError naming the option) and completed: out absolute, workers a count."""
+  def bad(msg):
+    raise ValueError(msg)
+  if bool(o.videos) == bool(o.from_lists):
+    bad("give exactly one of --videos and --from-lists")
+  out = o.out or o.from_lists
+  if not out:
+    bad("--out is required with --videos")
+  if o.frame_step < 1:
+    bad(f"--frame-step must be >= 1, got {o.frame_step}")
+  if o.pair_every < 1:
+    bad(f"--pair-every must be >= 1, got {o.pair_every}")
+  if o.short_side and o.max_side:
+    bad("give at most one of --short-side and --max-side")
+  if not 0 <= o.val_fraction < 1:
+    bad(f"--val-fraction must be in [0, 1), got {o.val_fraction}")
+  for q in ("jpeg_quality", "flow_jpeg_quality"):
+    if not 1 <= getattr(o, q) <= 100:
+      bad(f"--{q.replace('_', '-')} must be in 1..100")
+  if o.examples_per_shard < 1:
+    bad("--examples-per-shard must be >= 1")
+  return dataclasses.replace(o, videos=tuple(os.fspath(v) for v in o.videos), out=os.path.abspath(out),
+                             workers=o.workers or os.cpu_count() or 1)
+
+
+def count_candidate_pairs(sources, opts):
+  """About how many candidate pairs the sources hold (from their frame counts), for the progress line."""
+  total = 0
+  for s in sources:
+    n = s.num_frames_estimate()
+    if opts.max_frames:
+      n = min(n, opts.max_frames)
+    k = len(range(0, max(0, n - opts.frame_step), opts.pair_every))
+    total += min(k, opts.max_pairs_per_video) if opts.max_pairs_per_video else k
+  return total
+
+
+def process_pairs(sources, opts):
+  """`process_pair` on every candidate pair, on opts.workers processes: (results in order, status counts)."""
+  total = count_candidate_pairs(sources, opts)
+  print(f"[prepare] {len(sources)} input(s), about {total} candidate pairs, {opts.workers} worker(s) -> {opts.out}",
+        file=sys.stderr, flush=True)
+  progress = Progress(total, every=opts.progress_every)
+  tasks = (task for s in sources for task in iter_tasks(s, opts))
+  results = []
+
+  def done(r):
+    results.append(r)
+    progress.update(r["status"])
+
+  if opts.workers <= 1:
+    _worker_init()
+    for task in tasks:
+      done(process_pair(task))
+  else:
+    with mp.get_context("spawn").Pool(opts.workers, initializer=_worker_init) as pool:
+      pending = collections.deque()
+      for task in tasks:
+        pending.append(pool.apply_async(process_pair, (task,)))
+        while len(pending) >= 4 * opts.workers:
+          done(pending.popleft().get())
+      while pending:
+        done(pending.popleft().get())
+  progress.print(final=True)
+  return results, dict(progress.counts)
+
+
+def write_lists(out, train, val):
+  """OUT/lists/train.txt and val.txt; a split without pairs removes its old list."""
+  for split, rs in (("train", train), ("val", val)):
+    path = os.path.join(out, "lists", f"{split}.txt")
+    if rs:
+      formats.write_list_file(path, [formats.format_list_line(r["img1"], r["img2"], r["flow"]) for r in rs])
+    elif os.path.exists(path):
+      os.unlink(path)
+
+
+def video_stats(sources, results):
+  """Per input: its path, candidate pairs, counts per status, the median motion and frame size of kept pairs."""
   stats = collections.OrderedDict()
   for s in sources:
     rs = [r for r in results if r["video"] == s.name]
     c = collections.Counter(r["status"] for r in rs)
-    kept_r = [r for r in rs if r["status"] == "kept"]
+    kept = [r for r in rs if r["status"] == "kept"]
     stats[s.name] = {"path": s.path, "candidate_pairs": len(rs),
                      **{k: c[k] for k in ("kept", "static", "cut", "too_fast")},
-                     "median_motion_of_kept": (round(float(np.median([r["median_motion"] for r in kept_r])), 3)
-                                               if kept_r else None),
-                     "frame_size_wh": [kept_r[0]["width"], kept_r[0]["height"]] if kept_r else None}
-  summary = {"command": "python -m cmp_jax.data.prepare " + " ".join(_quote(a) for a in sys.argv[1:])
-             if sys.argv and sys.argv[0].endswith("prepare.py") else None,
-             "options": {k: v for k, v in opts.items() if k != "out"},
-             "num_train": len(train), "num_val": len(val), "videos": stats,
-             "val_videos": sorted({r["video"] for r in val})}
-  formats.atomic_write_bytes(os.path.join(out, "prepare.json"), (json.dumps(summary, indent=1) + "\n").encode())
-  print(f"[prepare] wrote {len(train)} train / {len(val)} val pairs to {out}/lists"
-        + (f" and {out}/records" if opts["records"] else ""), file=sys.stderr, flush=True)
-  return summary
+                     "median_motion_of_kept": (round(float(np.median([r["median_motion"] for r in kept])), 3)
+                                               if kept else None),
+                     "frame_size_wh": [kept[0]["width"], kept[0]["height"]] if kept else None}
+  return stats
 
 
 def _quote(a):
   return a if re.fullmatch(r"[A-Za-z0-9_./=:,+-]+", a) else "'" + a.replace("'", "'\\''") + "'"
 
 
-def _check_args(a):
-  def bad(msg):
-    raise ValueError(msg)
-  if a.frame_step < 1:
-    bad(f"--frame-step must be >= 1, got {a.frame_step}")
-  if a.pair_every < 1:
-    bad(f"--pair-every must be >= 1, got {a.pair_every}")
-  if a.short_side and a.max_side:
-    bad("give at most one of --short-side and --max-side")
-  if not 0 <= a.val_fraction < 1:
-    bad(f"--val-fraction must be in [0, 1), got {a.val_fraction}")
-  for q in ("jpeg_quality", "flow_jpeg_quality"):
-    if not 1 <= getattr(a, q) <= 100:
-      bad(f"--{q.replace('_', '-')} must be in 1..100")
-  if a.examples_per_shard < 1:
-    bad("--examples-per-shard must be >= 1")
-  opts = dict(vars(a))
-  opts.pop("videos")
-  opts.pop("from_lists")
-  opts["out"] = os.path.abspath(a.out)
-  opts["workers"] = a.workers or os.cpu_count() or 1
-  return opts
-
-
 def build_parser():
+  """The command line: one option per PrepareOptions field, with its default."""
+  D = PrepareOptions  # noqa: N806 - the defaults
   p = argparse.ArgumentParser(
       prog="python -m cmp_jax.data.prepare",
       description="Turn videos into a CMP dataset: frame pairs, DIS optical flow, list files and TFRecords.",
@@ -670,59 +717,61 @@ def build_parser():
                  help="instead of --videos: write TFRecords for an existing dataset in the original layout "
                       "(DATA_ROOT/lists/{train,val}.txt, paths relative to DATA_ROOT) into OUT/records "
                       "(OUT defaults to DATA_ROOT)")
-  g.add_argument("--flow-file-type", choices=formats.FLOW_FILE_TYPES, default="jpg",
+  g.add_argument("--flow-file-type", choices=formats.FLOW_FILE_TYPES, default=D.flow_file_type,
                  help="with --from-lists: the lists' flow columns (jpg: flowx flowy; flo: one .flo)")
-  g.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
+  g.add_argument("--workers", type=int, default=D.workers, help="processes (0: all cores)")
   g = p.add_argument_group("pairs")
-  g.add_argument("--frame-step", type=int, default=1, help="pair frame t with frame t + STEP")
-  g.add_argument("--pair-every", type=int, default=1, help="start a pair every N frames")
-  g.add_argument("--max-frames", type=int, default=0, help="read at most N frames per video (0: all)")
-  g.add_argument("--max-pairs-per-video", type=int, default=0,
+  g.add_argument("--frame-step", type=int, default=D.frame_step, help="pair frame t with frame t + STEP")
+  g.add_argument("--pair-every", type=int, default=D.pair_every, help="start a pair every N frames")
+  g.add_argument("--max-frames", type=int, default=D.max_frames, help="read at most N frames per video (0: all)")
+  g.add_argument("--max-pairs-per-video", type=int, default=D.max_pairs_per_video,
                  help="consider at most the first N candidate pairs of each video (0: no limit)")
-  g.add_argument("--short-side", type=int, default=0, help="resize frames to this short side (0: keep)")
-  g.add_argument("--max-side", type=int, default=0, help="downscale frames so the long side is at most this")
-  g.add_argument("--min-motion", type=float, default=0.5,
+  g.add_argument("--short-side", type=int, default=D.short_side, help="resize frames to this short side (0: keep)")
+  g.add_argument("--max-side", type=int, default=D.max_side, help="downscale frames so the long side is at most this")
+  g.add_argument("--min-motion", type=float, default=D.min_motion,
                  help="drop near-static pairs: those whose median flow length (px) is below this")
-  g.add_argument("--motion-percentile", type=float, default=50.0,
+  g.add_argument("--motion-percentile", type=float, default=D.motion_percentile,
                  help="percentile of the flow length compared with --min-motion (50: median; use e.g. 90 for "
                       "static-camera videos where only objects move)")
-  g.add_argument("--cut-hist", type=float, default=0.2,
+  g.add_argument("--cut-hist", type=float, default=D.cut_hist,
                  help="scene cut: drop pairs whose RGB histograms differ by more (total variation, 0..1)")
-  g.add_argument("--max-warp-error", type=float, default=25.0,
+  g.add_argument("--max-warp-error", type=float, default=D.max_warp_error,
                  help="scene cut / failed flow: drop pairs whose mean grey-level error after warping is above")
-  g.add_argument("--max-saturated", type=float, default=0.01,
+  g.add_argument("--max-saturated", type=float, default=D.max_saturated,
                  help="drop pairs with more than this fraction of pixels at |flow| >= 50 px (clipped by jpg)")
   g = p.add_argument_group("optical flow (cv2.DISOpticalFlow)")
-  g.add_argument("--dis-preset", choices=DIS_PRESETS, default="medium")
-  g.add_argument("--dis-finest-scale", type=int, default=None, help="finest pyramid level (0 = full resolution)")
-  g.add_argument("--dis-patch-size", type=int, default=None)
-  g.add_argument("--dis-patch-stride", type=int, default=None)
-  g.add_argument("--dis-gd-iters", type=int, default=None, help="gradient descent iterations per patch")
-  g.add_argument("--dis-var-iters", type=int, default=None, help="variational refinement iterations (0: off)")
+  g.add_argument("--dis-preset", choices=DIS_PRESETS, default=D.dis_preset)
+  g.add_argument("--dis-finest-scale", type=int, default=D.dis_finest_scale,
+                 help="finest pyramid level (0 = full resolution)")
+  g.add_argument("--dis-patch-size", type=int, default=D.dis_patch_size)
+  g.add_argument("--dis-patch-stride", type=int, default=D.dis_patch_stride)
+  g.add_argument("--dis-gd-iters", type=int, default=D.dis_gd_iters, help="gradient descent iterations per patch")
+  g.add_argument("--dis-var-iters", type=int, default=D.dis_var_iters,
+                 help="variational refinement iterations (0: off)")
   g = p.add_argument_group("files")
-  g.add_argument("--flow-format", choices=("jpg", "flo"), default="jpg",
+  g.add_argument("--flow-format", choices=("jpg", "flo"), default=D.flow_format,
                  help="jpg: two 8-bit JPEGs per flow as the original (lossy, 0.392 px quantum); flo: float32")
-  g.add_argument("--jpeg-quality", type=int, default=95, help="frame JPEG quality")
-  g.add_argument("--flow-jpeg-quality", type=int, default=100, help="flow plane JPEG quality")
+  g.add_argument("--jpeg-quality", type=int, default=D.jpeg_quality, help="frame JPEG quality")
+  g.add_argument("--flow-jpeg-quality", type=int, default=D.flow_jpeg_quality, help="flow plane JPEG quality")
   g.add_argument("--no-records", dest="records", action="store_false", help="write no TFRecords")
-  g.add_argument("--record-flow", choices=formats.RECORD_FLOW_ENCODINGS, default="jpg",
+  g.add_argument("--record-flow", choices=formats.RECORD_FLOW_ENCODINGS, default=D.record_flow,
                  help="flow inside the records: the jpg planes, or raw float16/float32")
-  g.add_argument("--examples-per-shard", type=int, default=1024)
+  g.add_argument("--examples-per-shard", type=int, default=D.examples_per_shard)
   g = p.add_argument_group("validation split")
-  g.add_argument("--val-by", choices=("video", "pairs"), default="video",
+  g.add_argument("--val-by", choices=("video", "pairs"), default=D.val_by,
                  help="video: whole videos go to val; pairs: the last fraction of each video's pairs "
                       "(train pairs sharing a frame with them are dropped)")
-  g.add_argument("--val-fraction", type=float, default=0.1, help="fraction of videos (or pairs) for val")
-  g.add_argument("--val-videos", nargs="+", default=None,
+  g.add_argument("--val-fraction", type=float, default=D.val_fraction, help="fraction of videos (or pairs) for val")
+  g.add_argument("--val-videos", nargs="+", default=D.val_videos,
                  help="these inputs (names or paths) are the val set; overrides --val-by/--val-fraction")
-  p.add_argument("--progress-every", type=float, default=2.0, help="seconds between progress lines")
+  p.add_argument("--progress-every", type=float, default=D.progress_every, help="seconds between progress lines")
   return p
 
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
   try:
-    run(args)
+    prepare(PrepareOptions.from_args(args))
   except ValueError as e:  # includes formats.DataError
     print(f"prepare: error: {e}", file=sys.stderr)
     return 2

@@ -1,9 +1,9 @@
 """The original's guidance sampler (`utils/data_utils.py` of CMP), transcribed slowly from reference §3.4.
 
-The yardstick for `cmp_jax.sampling` (tests/test_sampling.py compares points and RNG state) and the
-sampler of the benchmark's straightforward loader (benchmarks/data_pipeline.py). `np.random` calls go to
-the RandomState passed in, in the original's order; `np.int` is `np.int64`. Neighbour elimination keeps
-the original's N x N distance matrices.
+A reference, not for use (see `cmp_jax.original`): the yardstick for `cmp_jax.sampling`
+(tests/test_sampling.py compares points and RNG state) and the sampler of `cmp_jax.original.loader`.
+`np.random` calls go to the RandomState passed in, in the original's order; `np.int` is `np.int64`.
+Neighbour elimination keeps the original's N x N distance matrices.
 """
 
 import numpy as np
