@@ -242,3 +242,48 @@ def test_records_from_lists(tmp_path, made):
   e = F.read_list_files(out / "lists" / "val.txt", str(out))[0]
   fl = F.decode_tfrecord_example(rec)[2]
   assert np.abs(fl - F.read_sample(e)[2]).max() <= 0.02  # float16 of the JPEG-decoded flow
+
+
+# ----------------------------------------------------------------------------
+# An --out that already holds files; one input video
+
+
+def test_a_non_empty_out_is_refused_before_any_work(tmp_path, capsys):
+  _write_video(tmp_path / "v.avi", _frames(6, cut=False))
+  out = tmp_path / "ds"
+  out.mkdir()
+  (out / "old.txt").write_text("an earlier dataset")
+  with pytest.raises(ValueError, match="is not empty; give --overwrite .* or --append"):
+    P.prepare(_options([tmp_path / "v.avi"], out))
+  assert sorted(os.listdir(out)) == ["old.txt"]  # nothing computed, nothing written
+  assert P.main(["--videos", str(tmp_path / "v.avi"), "--out", str(out), "--overwrite", "--append"]) == 2
+  assert "at most one of --overwrite and --append" in capsys.readouterr().err
+
+
+def test_one_video_splits_by_pairs_with_a_note(tmp_path, capsys):
+  _write_video(tmp_path / "v.avi", _frames(8, cut=False))
+  summary = P.prepare(_options([tmp_path / "v.avi"], tmp_path / "ds", min_motion=0.5, val_fraction=0.25))
+  assert "one input video" in capsys.readouterr().err
+  assert summary["num_train"] > 0 and summary["num_val"] > 0
+  assert summary["options"]["val_by"] == "pairs"
+
+
+def test_overwrite_replaces_and_append_adds_new_videos_only(tmp_path):
+  _write_video(tmp_path / "a.avi", _frames(8, cut=False))
+  _write_video(tmp_path / "b.avi", _frames(7, cut=False))
+  out = tmp_path / "ds"
+  out.mkdir()
+  (out / "stale.txt").write_text("from before")
+  first = P.prepare(_options([tmp_path / "a.avi"], out, overwrite=True, val_fraction=0.25))
+  assert not (out / "stale.txt").exists() and not os.path.exists(str(out) + ".prepare-tmp")
+  lists = {sp: (out / "lists" / f"{sp}.txt").read_text().splitlines() for sp in ("train", "val")}
+
+  both = P.prepare(_options([tmp_path / "b.avi"], out, append=True, val_videos=("b",)))
+  assert set(both["videos"]) == {"a", "b"} and both["num_train"] == first["num_train"]
+  val = (out / "lists" / "val.txt").read_text().splitlines()
+  assert val[:len(lists["val"])] == lists["val"] and all("/b/" in line for line in val[len(lists["val"]):])
+  assert (out / "lists" / "train.txt").read_text().splitlines() == lists["train"]
+  es = F.read_list_files(str(out / "lists" / "val.txt"), str(out))
+  assert all(os.path.exists(e.img1) for e in es)
+  with pytest.raises(ValueError, match="already holds video.* named b"):
+    P.prepare(_options([tmp_path / "b.avi"], out, append=True))

@@ -106,6 +106,9 @@ class PrepareOptions:
   val_fraction: float = 0.1
   val_videos: tuple = None
   progress_every: float = 2.0
+  # an --out that already holds files: refused unless one of these says what to do with it
+  overwrite: bool = False            # build the new dataset beside it, then replace it
+  append: bool = False               # add these videos (new names only) to it
 
   @classmethod
   def from_args(cls, args):
@@ -422,20 +425,11 @@ def split_pairs(kept, sources, opts):
   by_video = collections.OrderedDict((n, []) for n in names)
   for r in kept:
     by_video[r["video"]].append(r)
-  if opts.val_videos:
-    val_names = set()
-    for v in opts.val_videos:
-      match = [s.name for s in sources if s.name == v or os.path.normpath(s.path) == os.path.normpath(v)]
-      if not match:
-        raise ValueError(f"--val-videos {v!r} is not one of the inputs ({', '.join(names)})")
-      val_names.update(match)
+  if opts.val_videos:  # names checked by plan_split
+    val_names = {s.name for s in sources for v in opts.val_videos
+                 if s.name == v or os.path.normpath(s.path) == os.path.normpath(v)}
   elif opts.val_by == "video":
-    n_val = int(round(opts.val_fraction * len(names)))
-    if opts.val_fraction > 0:
-      n_val = max(1, n_val)
-    if n_val >= len(names) and n_val > 0:
-      raise ValueError(f"--val-by video with --val-fraction {opts.val_fraction} leaves no training video "
-                       f"({len(names)} inputs); give more videos, --val-videos, or --val-by pairs")
+    n_val = max(1, int(round(opts.val_fraction * len(names)))) if opts.val_fraction > 0 else 0
     val_names = set(names[len(names) - n_val:]) if n_val else set()
   else:
     train, val = [], []
@@ -570,39 +564,105 @@ def prepare(options):
   for s in sources:
     s.check()
   out = opts.out
-  os.makedirs(out, exist_ok=True)
-  staging = os.path.join(out, "records", ".staging")
+  existing = existing_dataset(out, opts, sources)  # refusals before any work
+  opts = plan_split(sources, opts)
+  build = out + ".prepare-tmp" if opts.overwrite else out
+  if opts.overwrite and os.path.exists(build):  # left by an interrupted --overwrite
+    shutil.rmtree(build)
+  os.makedirs(build, exist_ok=True)
+  staging = os.path.join(build, "records", ".staging")
   if os.path.isdir(staging):  # left by an interrupted run
     shutil.rmtree(staging)
 
-  results, counts = process_pairs(sources, opts)
+  results, counts = process_pairs(sources, dataclasses.replace(opts, out=build))
   kept = [r for r in results if r["status"] == "kept"]
   if not kept:
     raise formats.DataError(f"no pair was kept from {', '.join(s.path for s in sources)}: "
                             f"{counts}; lower --min-motion or raise --cut-hist/--max-warp-error")
   train, val = split_pairs(kept, sources, opts)
-  if not train:
+  if not train and not existing:
     raise formats.DataError("the split left no training pair; lower --val-fraction or change --val-by")
 
-  write_lists(out, train, val)
-  if opts.records:
+  write_lists(build, train, val, keep_existing=bool(existing))
+  if opts.records and existing:  # the records of the whole dataset, made anew from its lists
+    records_from_lists(build, build, None, opts.flow_format, opts.record_flow, opts.examples_per_shard,
+                       opts.flow_jpeg_quality)
+  elif opts.records:
     for split, rs in (("train", train), ("val", val)):
       if not rs:
-        _remove_records(out, split)
+        _remove_records(build, split)
       else:
-        write_records(out, split, rs, out, opts.record_flow, opts.examples_per_shard, opts.flow_jpeg_quality)
-    if os.path.isdir(staging):
-      shutil.rmtree(staging)
+        write_records(build, split, rs, build, opts.record_flow, opts.examples_per_shard, opts.flow_jpeg_quality)
+  if os.path.isdir(staging):
+    shutil.rmtree(staging)
 
   summary = {"command": "python -m cmp_jax.data.prepare " + " ".join(_quote(a) for a in sys.argv[1:])
              if sys.argv and sys.argv[0].endswith("prepare.py") else None,
              "options": {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("videos", "out", "from_lists")},
              "num_train": len(train), "num_val": len(val), "videos": video_stats(sources, results),
              "val_videos": sorted({r["video"] for r in val})}
-  formats.atomic_write_bytes(os.path.join(out, "prepare.json"), (json.dumps(summary, indent=1) + "\n").encode())
-  print(f"[prepare] wrote {len(train)} train / {len(val)} val pairs to {out}/lists"
+  if existing:  # --append: the earlier runs' summaries stay, this one is added
+    summary = {**summary, "num_train": summary["num_train"] + existing["num_train"],
+               "num_val": summary["num_val"] + existing["num_val"],
+               "videos": {**existing["videos"], **summary["videos"]},
+               "val_videos": sorted(set(existing["val_videos"]) | set(summary["val_videos"])),
+               "appended_to": existing.get("runs", []) + [{k: existing[k] for k in ("command", "options")
+                                                           if k in existing}]}
+  formats.atomic_write_bytes(os.path.join(build, "prepare.json"), (json.dumps(summary, indent=1) + "\n").encode())
+  if opts.overwrite:  # the new dataset replaces the old one only once it is complete
+    old = out + ".prepare-old"
+    if os.path.exists(out):
+      os.replace(out, old)
+    os.replace(build, out)
+    shutil.rmtree(old, ignore_errors=True)
+  print(f"[prepare] wrote {summary['num_train']} train / {summary['num_val']} val pairs to {out}/lists"
         + (f" and {out}/records" if opts.records else ""), file=sys.stderr, flush=True)
   return summary
+
+
+def existing_dataset(out, opts, sources):
+  """What `out` already holds: None when it is missing or empty (or --overwrite); with --append the
+  summary of the dataset there. Refuses (ValueError) a non-empty `out` without --overwrite or --append,
+  and with --append a video whose name the dataset already has."""
+  if opts.overwrite or not os.path.isdir(out) or not os.listdir(out):
+    if os.path.exists(out) and not os.path.isdir(out):
+      raise ValueError(f"--out {out}: exists and is not a folder")
+    return None
+  if not opts.append:
+    raise ValueError(f"--out {out} is not empty; give --overwrite to replace what is there or --append to add "
+                     "these videos to the dataset there")
+  meta = os.path.join(out, "prepare.json")
+  try:
+    with open(meta) as f:
+      existing = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"--append: {meta} is missing or unreadable ({e}): {out} is not a dataset made by "
+                     "prepare") from None
+  clash = sorted({s.name for s in sources} & set(existing.get("videos", {})))
+  if clash:
+    raise ValueError(f"--append: {out} already holds video(s) named {', '.join(clash)}; rename the input(s)")
+  return existing
+
+
+def plan_split(sources, opts):
+  """Checks the validation split against the inputs before any flow is computed; returns the options to use.
+
+  One input with the default --val-by video: its last pairs become the val set (--val-by pairs), said in a note.
+  """
+  names = [s.name for s in sources]
+  for v in opts.val_videos or ():
+    if not [n for s, n in zip(sources, names) if n == v or os.path.normpath(s.path) == os.path.normpath(v)]:
+      raise ValueError(f"--val-videos {v!r} is not one of the inputs ({', '.join(names)})")
+  if not opts.val_videos and opts.val_by == "video" and opts.val_fraction > 0:
+    if len(sources) == 1 and not opts.append:
+      print(f"[prepare] note: one input video, so val is its last {opts.val_fraction:.0%} of pairs (--val-by "
+            "pairs); give more videos for a val set of unseen videos", file=sys.stderr, flush=True)
+      return dataclasses.replace(opts, val_by="pairs")
+    n_val = max(1, int(round(opts.val_fraction * len(names))))
+    if n_val >= len(names) and not opts.append:
+      raise ValueError(f"--val-by video with --val-fraction {opts.val_fraction} leaves no training video "
+                       f"({len(names)} inputs); give more videos, --val-videos, or --val-by pairs")
+  return opts
 
 
 def check_options(o):
@@ -627,6 +687,13 @@ def check_options(o):
       bad(f"--{q.replace('_', '-')} must be in 1..100")
   if o.examples_per_shard < 1:
     bad("--examples-per-shard must be >= 1")
+  if o.overwrite and o.append:
+    bad("give at most one of --overwrite and --append")
+  if o.from_lists and (o.overwrite or o.append):
+    bad("--overwrite and --append go with --videos, not --from-lists")
+  if o.append and o.records and o.flow_format == "jpg" and o.record_flow != "jpg":
+    bad("--append rebuilds the records from the files on disk, which hold jpg flow: with --flow-format jpg "
+        "give --record-flow jpg (or --no-records)")
   return dataclasses.replace(o, videos=tuple(os.fspath(v) for v in o.videos), out=os.path.abspath(out),
                              workers=o.workers or os.cpu_count() or 1)
 
@@ -673,12 +740,17 @@ def process_pairs(sources, opts):
   return results, dict(progress.counts)
 
 
-def write_lists(out, train, val):
-  """OUT/lists/train.txt and val.txt; a split without pairs removes its old list."""
+def write_lists(out, train, val, keep_existing=False):
+  """OUT/lists/train.txt and val.txt; a split without pairs removes its old list. keep_existing (--append):
+  the lists' present lines stay first and these pairs follow."""
   for split, rs in (("train", train), ("val", val)):
     path = os.path.join(out, "lists", f"{split}.txt")
-    if rs:
-      formats.write_list_file(path, [formats.format_list_line(r["img1"], r["img2"], r["flow"]) for r in rs])
+    lines = [formats.format_list_line(r["img1"], r["img2"], r["flow"]) for r in rs]
+    if keep_existing and os.path.exists(path):
+      with open(path) as f:
+        lines = [line.rstrip("\n") for line in f if line.strip()] + lines
+    if lines:
+      formats.write_list_file(path, lines)
     elif os.path.exists(path):
       os.unlink(path)
 
@@ -764,6 +836,10 @@ def build_parser():
   g.add_argument("--val-fraction", type=float, default=D.val_fraction, help="fraction of videos (or pairs) for val")
   g.add_argument("--val-videos", nargs="+", default=D.val_videos,
                  help="these inputs (names or paths) are the val set; overrides --val-by/--val-fraction")
+  g = p.add_argument_group("an --out that already holds files (refused without one of these)")
+  g.add_argument("--overwrite", action="store_true", help="build the new dataset beside it, then replace it")
+  g.add_argument("--append", action="store_true",
+                 help="add these videos (whose names must be new to it) to the dataset there; val as the options say")
   p.add_argument("--progress-every", type=float, default=D.progress_every, help="seconds between progress lines")
   return p
 
@@ -772,7 +848,7 @@ def main(argv=None):
   args = build_parser().parse_args(argv)
   try:
     prepare(PrepareOptions.from_args(args))
-  except ValueError as e:  # includes formats.DataError
+  except (ValueError, OSError) as e:  # includes formats.DataError; OSError: a folder that cannot be written
     print(f"prepare: error: {e}", file=sys.stderr)
     return 2
   return 0
