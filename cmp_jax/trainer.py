@@ -125,6 +125,9 @@ def train_and_evaluate(config, workdir):
               local_devices=jax.local_device_count())
   train_iter = pipeline.make_train_iterator(config, start_step=start_step, **host)
   val_iter = pipeline.make_val_iterator(config, max_batches=int(config.val_iter), **host)
+  missing = val_iter.check_files()  # a bad val entry is found now, not after hours of training
+  if missing:
+    log(f"validation: {missing} entries name missing files and are skipped (config.data.skip_bad_samples)")
   log(f"data: {train_iter.num_samples} training samples, {val_iter.num_samples} validation samples "
       f"({len(val_iter)} batches of {val_iter.global_batch_size})")
 

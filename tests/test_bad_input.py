@@ -51,11 +51,26 @@ def test_train_workdir_is_a_file(train_dataset, subprocess_env, tmp_path):
 
 
 def test_train_all_bad_validation_set_fails_instead_of_scoring(train_dataset, subprocess_env, tmp_path):
+  root = tmp_path / "data"
+  names = ["frames/broken_1.jpg", "frames/broken_2.jpg", "flows/broken_x.jpg", "flows/broken_y.jpg"]
+  for n in names:  # files that exist but are not images: found only when decoded
+    (root / n).parent.mkdir(parents=True, exist_ok=True)
+    (root / n).write_bytes(b"not a jpeg")
+  (root / "val.txt").write_text(" ".join(str(root / n) for n in names) + "\n")  # absolute: data_root is not used
+  r = run_tool(train(train_dataset, tmp_path / "wd", f"--config.data.val_source=('{root / 'val.txt'}',)",
+                     "--config.data.skip_bad_samples=True", "--config.total_iter=2", "--config.val_freq=2",
+                     "--config.save_freq=100"), subprocess_env())
+  assert_refused(r, "every sample", "broken_1.jpg")
+
+
+def test_train_bad_val_entry_is_found_before_training(train_dataset, subprocess_env, tmp_path):
+  lines = open(os.path.join(train_dataset, "lists", "val.txt")).read().splitlines()
   bad_list = tmp_path / "val.txt"
-  bad_list.write_text("frames/missing_1.jpg frames/missing_2.jpg flows/missing_x.jpg flows/missing_y.jpg\n")
-  r = run_tool(train(train_dataset, tmp_path / "wd", f"--config.data.val_source=('{bad_list}',)",
-                     "--config.data.skip_bad_samples=True", "--config.total_iter=3"), subprocess_env())
-  assert_refused(r, "every sample", "missing_1.jpg")
+  bad_list.write_text("\n".join(lines[:2] + [lines[2].replace("_1.jpg", "_9.jpg", 1)] + lines[3:]) + "\n")
+  r = run_tool(train(train_dataset, tmp_path / "wd", f"--config.data.val_source=('{bad_list}',)"),
+               subprocess_env())
+  assert_refused(r, f"{bad_list}:3", "_9.jpg")
+  assert "training steps" not in r.stdout
 
 
 def _small_files_only():

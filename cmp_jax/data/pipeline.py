@@ -374,6 +374,24 @@ class _Batches:
     self.num_samples = loader.n
     self._loader = loader
 
+  def check_files(self):
+    """Checks that every file of the list exists (records hold their bytes: nothing to check).
+
+    Raises BadSampleError naming the first missing file and how many there are; with skip_bad_samples only
+    when every sample is missing. Returns the number of samples with a missing file.
+    """
+    missing = getattr(self._loader.source, "missing_files", lambda: [])()
+    if not missing:
+      return 0
+    entries = len({where for where, _ in missing})
+    where, path = missing[0]
+    msg = f"{entries} of {self.num_samples} entries name missing files; the first: {where}: {path}"
+    if not self._loader.skip_bad:
+      raise BadSampleError(msg + ". Fix the list (or set config.data.skip_bad_samples=True to skip such entries)")
+    if entries == self.num_samples:
+      raise BadSampleError(msg + ": every entry, so nothing is left")
+    return entries
+
 
 class TrainIterator(_Batches):
   """Endless iterator over this host's training batches from `start_step` on.

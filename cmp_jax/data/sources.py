@@ -75,6 +75,11 @@ class ListSource:
   def where(self, i):
     return self.entries.where(i)
 
+  def missing_files(self):
+    """[(where, path)] of every file the lists name that does not exist (a stat each: cheap for val lists)."""
+    return [(e.where, f) for e in (self.entries[i] for i in range(len(self.entries)))
+            for f in (e.img1, e.img2, *e.flow) if not os.path.isfile(f)]
+
   def read(self, i):
     e = self.entries[i]
     return EncodedSample(image1=e.img1, image2=e.img2, flow=e.flow, flow_kind=self.entries.flow_file_type,
