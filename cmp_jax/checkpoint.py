@@ -75,23 +75,21 @@ def save_variables(directory, variables, step=0):
   return os.path.join(os.path.abspath(directory), "checkpoints", str(step))
 
 
-def mismatch_report(what, missing=(), unexpected=(), misshaped=(), hint="", limit=60):
-  """The one message for "these weights do not fit this model", as every loader reports it.
+def mismatch_report(what, missing=(), unexpected=(), misshaped=(), hint="", limit=40):
+  """The one message, on one line, for "these weights do not fit this model", as every loader reports it.
 
-  `missing` / `unexpected`: variable names; `misshaped`: (name, shape found, shape the model needs).
+  `missing` / `unexpected`: variable names; `misshaped`: (name, shape found, shape the model needs). Each
+  list names its first `limit` entries, then "... and N more".
   """
-  lines = [f"{what} does not match the model the config describes:"]
   misshaped = [f"{k}: {tuple(got)} -> {tuple(want)}" for k, got, want in misshaped]
+  parts = []
   for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
                        ("mis-shaped keys (key: found -> expected)", misshaped)):
     if items:
-      lines.append(f"  {len(items)} {title}:")
-      lines += [f"    {x}" for x in list(items)[:limit]]
-      if len(items) > limit:
-        lines.append(f"    ... and {len(items) - limit} more")
-  if hint:
-    lines.append(hint)
-  return "\n".join(lines)
+      items = list(items)
+      more = f", ... and {len(items) - limit} more" if len(items) > limit else ""
+      parts.append(f"{len(items)} {title}: {', '.join(items[:limit])}{more}")
+  return f"{what} does not match the model the config describes: {'; '.join(parts)}" + (f" {hint}" if hint else "")
 
 
 def check_variables(expected, loaded, where="checkpoint"):

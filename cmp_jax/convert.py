@@ -367,7 +367,7 @@ def main(argv):
   try:
     command = next((a for a in argv[1:] if not a.startswith("-")), None)
     if command not in ("from-torch", "to-torch"):
-      raise cli.UsageError(f"the first argument must be from-torch or to-torch (got {command!r})\n{USAGE}")
+      raise cli.UsageError(f"the first argument must be from-torch or to-torch (got {command!r}; see --help)")
     args, rest = cli.parse(argv, define_flags, __doc__ + "\n" + USAGE, required=("config", "out"),
                            positional=2 if command == "from-torch" else 1)
     config = config_lib.validate(args.config, check_paths=False)
@@ -379,9 +379,9 @@ def main(argv):
         raise cli.UsageError("to-torch needs --checkpoint (see --help)")
       path, step = to_torch(args.checkpoint, config, args.out, part=args.part or "image_encoder")
       print(f"wrote PyTorch {args.part or 'image_encoder'} weights of step {step} to {path}")
-  except (cli.UsageError, ConversionError, FileNotFoundError, ImportError, ValueError) as e:
+  except (cli.UsageError, ConversionError, ImportError, ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
-    return 1
+    return 2
   return 0
 
 

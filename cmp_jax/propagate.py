@@ -246,7 +246,7 @@ def main(argv):
     args, _ = cli.parse(argv, define_flags, __doc__, required=("config", "image"))
     return _main(args)
   except (cli.UsageError, PropagateError, OSError) as e:
-    print(f"propagate: error: {e}", file=sys.stderr)
+    print(f"error: {e}", file=sys.stderr)
     return 2
 
 
@@ -281,6 +281,9 @@ def _main(args):
     print("note: no --guide given: the flow is the model's guess from the image alone.", file=sys.stderr)
 
   flow = Propagator(model, variables, config)(crop, guides)
+  if not np.isfinite(flow).all():
+    raise PropagateError(f"the model predicted non-finite flow: the weights in {args.checkpoint or 'RANDOM'} hold "
+                         "NaN or inf (a diverged training?); nothing was written")
   mag = np.sqrt((flow ** 2).sum(-1))
   print(f"flow {cw}x{ch}: mean |flow| {mag.mean():.2f} px, max {mag.max():.2f} px, from {len(guides)} "
         f"guide{'s' if len(guides) != 1 else ''}")

@@ -97,3 +97,75 @@ def test_train_resume_with_another_model_keeps_the_config(train_dataset, subproc
   r = run_tool(train(train_dataset, wd, "--config.model.image_encoder=resnet34"), subprocess_env())
   assert_refused(r, "model.image_encoder", "resnet34")
   assert (wd / "config.json").read_text() == before
+
+
+# ---------------------------------------------------------------------------------------------------------
+# convert, propagate, prepare
+# ---------------------------------------------------------------------------------------------------------
+
+QUICKSTART = "configs/quickstart.py"
+
+
+@pytest.fixture(scope="module")
+def quickstart_zeros(tmp_path_factory):
+  """A checkpoint folder of the quick-start model (all weights zero) with its config.json."""
+  from cmp_jax import checkpoint, config_lib, models
+  import jax
+  import numpy as np
+  d = str(tmp_path_factory.mktemp("qs"))
+  config = config_lib.load_config(QUICKSTART)
+  checkpoint.save_variables(d, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
+                                            models.variable_shapes(config.model)), step=3)
+  checkpoint.write_run_config(d, config)
+  return d
+
+
+@pytest.mark.parametrize("args, words", [
+    (["sideways", "--config", QUICKSTART, "--out", "x"], ("from-torch or to-torch", "sideways")),
+    (["to-torch", "--config", QUICKSTART, "--checkpoint", "/nonexistent/run", "--out", "x.pth"],
+     ("/nonexistent/run", "does not exist")),
+    (["to-torch", "--config", QUICKSTART, "--checkpoint", "QS", "--out", "x.pth",
+      "--config.model.image_encoder=resnet34"], ("model.image_encoder is 'resnet18' there but 'resnet34'",)),
+    (["to-torch", "--config", QUICKSTART, "--checkpoint", "QS", "--out", "OUTDIR"], ("OUTDIR",)),
+    (["from-torch", "/nonexistent/ckpt.pth", "--config", QUICKSTART, "--out", "x"], ("/nonexistent/ckpt.pth",)),
+])
+def test_convert(quickstart_zeros, subprocess_env, tmp_path, args, words):
+  subst = {"QS": quickstart_zeros, "OUTDIR": str(tmp_path)}
+  args = [subst.get(a, a) for a in args]
+  assert_refused(run_tool(["-m", "cmp_jax.convert", *args], subprocess_env()), *[subst.get(w, w) for w in words])
+
+
+def test_propagate(quickstart_zeros, subprocess_env, tmp_path):
+  from PIL import Image
+  import numpy as np
+  image = tmp_path / "photo.png"
+  Image.fromarray(np.full((100, 140, 3), 128, np.uint8)).save(image)
+  (tmp_path / "broken.jpg").write_bytes(b"not an image")
+  base = ["-m", "cmp_jax.propagate", "--config", QUICKSTART, "--checkpoint", quickstart_zeros,
+          "--out_png", str(tmp_path / "f.png")]
+  for args, words in (
+      (["--image", str(image), "--guide", "5;5;1;1"], ("--guide '5;5;1;1'",)),
+      (["--image", str(image), "--guide", "500,5,1,1"], ("outside the 128x128 crop",)),
+      (["--image", str(tmp_path / "missing.jpg")], ("missing.jpg",)),
+      (["--image", str(tmp_path / "broken.jpg")], ("broken.jpg",)),
+      (["--image", str(image), "--config.model.image_encoder=resnet34"], ("model.image_encoder",)),
+  ):
+    assert_refused(run_tool(base + args, subprocess_env()), *words)
+  assert not (tmp_path / "f.png").exists()
+
+
+def test_prepare(subprocess_env, tmp_path):
+  out = tmp_path / "ds"
+  out.mkdir()
+  (out / "old.txt").write_text("x")
+  video = os.path.join(ROOT, "data", "sample", "frames", "bikes")  # a folder of frames
+  for args, words in (
+      (["--videos", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "new")], ("none.mp4",)),
+      (["--videos", video, "--out", str(out)], ("is not empty", "--overwrite", "--append")),
+      (["--videos", video, "--out", str(out / "old.txt")], ("not a folder",)),
+  ):
+    r = run_tool(["-m", "cmp_jax.data.prepare", *args], subprocess_env())
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    line = [x for x in r.stderr.splitlines() if "error:" in x]
+    assert len(line) == 1 and all(w in line[0] for w in words), r.stderr
+  assert sorted(os.listdir(out)) == ["old.txt"]

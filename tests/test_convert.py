@@ -306,11 +306,11 @@ def test_cli_errors(tmp_path, capsys):
   sd = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in list(sd.items())[:6]}
   torch.save(sd, alex_ckpt)
   assert convert.main(["convert", "from-torch", str(alex_ckpt), "--config", DEMO_CONFIG,
-                       "--out", str(tmp_path / "x")]) == 1
+                       "--out", str(tmp_path / "x")]) == 2
   err = capsys.readouterr().err
   assert str(alex_ckpt) in err  # the error names the file
   assert "missing keys" in err and "unexpected keys" in err and "image_encoder.conv1.0.weight" in err
   assert not (tmp_path / "x").exists()
   assert convert.main(["convert", "to-torch", "--config", DEMO_CONFIG, "--checkpoint", str(tmp_path / "nothing"),
-                       "--out", str(tmp_path / "y.pth")]) == 1
+                       "--out", str(tmp_path / "y.pth")]) == 2
   assert "does not exist" in capsys.readouterr().err

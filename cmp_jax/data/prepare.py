@@ -849,7 +849,7 @@ def main(argv=None):
   try:
     prepare(PrepareOptions.from_args(args))
   except (ValueError, OSError) as e:  # includes formats.DataError; OSError: a folder that cannot be written
-    print(f"prepare: error: {e}", file=sys.stderr)
+    print(f"error: {e}", file=sys.stderr)
     return 2
   return 0
 
