@@ -53,17 +53,17 @@ def channel_stats(x, chunk=256):
   return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
 
 
-def logits_fn(head, x, label_size=None):
-  """Logits of the head: [B, K] for pooled features, [B, L, L, K] (upsampled) for feature maps."""
+def logits_fn(head, x, label_hw=None):
+  """Logits of the head: [B, K] for pooled features, [B, H, W, K] (upsampled to label_hw) for feature maps."""
   z = (x.astype(jnp.float32) - head["mean"]) / head["std"]
   logits = z @ head["w"] + head["b"]
-  if logits.ndim == 4 and label_size is not None and logits.shape[1:3] != (label_size, label_size):
-    logits = jax.image.resize(logits, (logits.shape[0], label_size, label_size, logits.shape[3]), "bilinear")
+  if logits.ndim == 4 and label_hw is not None and logits.shape[1:3] != tuple(label_hw):
+    logits = jax.image.resize(logits, (logits.shape[0], *label_hw, logits.shape[3]), "bilinear")
   return logits
 
 
-def _loss(params, stats, x, y, num_classes, ignore_label, label_size):
-  logits = logits_fn({**params, **stats}, x, label_size)
+def _loss(params, stats, x, y, num_classes, ignore_label, label_hw):
+  logits = logits_fn({**params, **stats}, x, label_hw)
   y = y.astype(jnp.int32)
   valid = (y != ignore_label) & (y >= 0) & (y < num_classes)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(valid, y, 0))
@@ -76,7 +76,7 @@ def train(x, y, s: ProbeSettings, log=print, what="probe") -> Dict[str, Any]:
   bs = max(1, min(int(s.batch_size), n))
   steps_per_epoch = max(1, n // bs)
   total = int(s.epochs) * steps_per_epoch
-  label_size = y.shape[1] if s.task == "segmentation" else None
+  label_hw = tuple(y.shape[1:3]) if s.task == "segmentation" else None
   mean, std = channel_stats(x)
   stats = {"mean": jnp.asarray(mean), "std": jnp.asarray(std)}
   params = {"w": jnp.zeros((x.shape[-1], s.num_classes), jnp.float32), "b": jnp.zeros((s.num_classes,), jnp.float32)}
@@ -85,7 +85,7 @@ def train(x, y, s: ProbeSettings, log=print, what="probe") -> Dict[str, Any]:
 
   @jax.jit
   def step(params, opt, xb, yb):
-    loss, grads = jax.value_and_grad(_loss)(params, stats, xb, yb, s.num_classes, s.ignore_label, label_size)
+    loss, grads = jax.value_and_grad(_loss)(params, stats, xb, yb, s.num_classes, s.ignore_label, label_hw)
     updates, opt = tx.update(grads, opt, params)
     return optax.apply_updates(params, updates), opt, loss
 
@@ -108,14 +108,14 @@ def train(x, y, s: ProbeSettings, log=print, what="probe") -> Dict[str, Any]:
 
 def confusion_sums(head, x, y, s: ProbeSettings):
   """The [K, K] confusion matrix of the head on (x, y), summed over fixed-size batches on the host."""
-  label_size = y.shape[1] if s.task == "segmentation" else None
+  label_hw = tuple(y.shape[1:3]) if s.task == "segmentation" else None
   head = jax.device_put(head)
   k = s.num_classes
 
   @jax.jit
   def batch_cm(head, batch):
     xb, yb, wb = batch
-    pred = jnp.argmax(logits_fn(head, xb, label_size), axis=-1)
+    pred = jnp.argmax(logits_fn(head, xb, label_hw), axis=-1)
     weights = wb.reshape((-1,) + (1,) * (yb.ndim - 1))
     return metrics.confusion_matrix(yb, pred, k, s.ignore_label, weights=weights)
 
