@@ -55,3 +55,37 @@ def test_bad_inputs_name_the_file(tmp_path):
       datasets.open_dataset(spec, task, cfg())
     assert expected in str(e.value), (name, str(e.value))
     assert "\n" not in str(e.value)
+
+
+def test_tfds_reader_on_a_prepared_dataset(tmp_path):
+  """`tfds:NAME` reads a dataset prepared on disk (here 30 + 30 fixture digits) and never downloads."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  from PIL import Image
+
+  class ProbeDigits(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "image": tfds.features.Image(shape=(28, 28, 1)), "label": tfds.features.ClassLabel(num_classes=10)}))
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples("train"), "test": self._generate_examples("val")}
+
+    def _generate_examples(self, split):
+      root = os.path.join(FIX, "mnist_folder", split)
+      for c in sorted(os.listdir(root)):
+        for f in sorted(os.listdir(os.path.join(root, c)))[:3]:
+          yield f"{c}/{f}", {"image": np.asarray(Image.open(os.path.join(root, c, f)))[..., None], "label": int(c)}
+
+  ProbeDigits(data_dir=str(tmp_path)).download_and_prepare(
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  c = cfg(val_split="test", tfds_data_dir=str(tmp_path))
+  ds = datasets.open_dataset("tfds:probe_digits", "classification", c)
+  assert (len(ds.train), len(ds.val), ds.num_classes) == (30, 30, 10)
+  items = list(ds.val.iterate())
+  assert items[0][0].shape == (28, 28, 3) and sorted(t for _, t in items) == sorted(list(range(10)) * 3)
+  with pytest.raises(datasets.DatasetError, match="never downloads"):
+    datasets.open_dataset("tfds:no_such_dataset_here", "classification", c)
+  with pytest.raises(datasets.DatasetError, match="has the splits"):
+    datasets.open_dataset("tfds:probe_digits", "classification", cfg(val_split="validation", tfds_data_dir=str(tmp_path)))
