@@ -125,12 +125,23 @@ def table(task, results, columns):
   return "\n".join(lines)
 
 
+def _strict_json(obj):
+  """NaN (a metric with nothing to measure) -> null, so results.json is strict JSON."""
+  if isinstance(obj, dict):
+    return {k: _strict_json(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_strict_json(v) for v in obj]
+  if isinstance(obj, float) and obj != obj:
+    return None
+  return obj
+
+
 def write_json_atomic(path, obj):
   d = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
   try:
     with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, allow_nan=True)
+      json.dump(obj, f, indent=2)
       f.write("\n")
     os.replace(tmp, path)
   except BaseException:
@@ -175,14 +186,13 @@ def run_probe(config, workdir, overridden=(), log=_log):
   results["settings"] = {**config.to_dict(), "encoder": encoder.arch_name, "config_source": source,
                          "train_items": len(dataset.train), "val_items": len(dataset.val),
                          "class_names": list(dataset.class_names)}
-  columns = [(n, "trained" + (f" (step {results[n]['step']})" if n == "trained" else "")) if n == "trained"
-             else (n, "random init") for n, _, _ in runs]
+  columns = [(n, f"trained (step {results[n]['step']})" if n == "trained" else "random init") for n, _, _ in runs]
   print(f"\n== linear probe ({config.task}) on {config.dataset}: {len(dataset.val)} val "
         f"{'images' if config.task == 'segmentation' else 'samples'}, {dataset.num_classes} classes; "
         f"{encoder.arch_name} [{', '.join(config.layers)}] at {config.image_size} px")
   print(table(config.task, results, columns), flush=True)
   path = os.path.join(workdir, "results.json")
-  write_json_atomic(path, results)
+  write_json_atomic(path, _strict_json(results))
   log(f"wrote {path}")
   return results
 
