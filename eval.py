@@ -143,6 +143,9 @@ def write_json_atomic(path, obj):
     with os.fdopen(fd, "w") as f:
       json.dump(obj, f, indent=2)
       f.write("\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result is as readable as any other file
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

@@ -159,6 +159,9 @@ def _atomic_savez(path, **arrays):
   try:
     with os.fdopen(fd, "wb") as f:
       np.savez(f, **arrays)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result is as readable as any other file
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
