@@ -41,9 +41,8 @@ FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Probe config (configs/probe_*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for results.json and the feature cache.")
 
-# Keys taken from the checkpoint's config.json unless given on the command line.
-FROM_CHECKPOINT = ("model.image_encoder", "model.img_enc_dim", "model.dtype", "data.image_mean", "data.image_std",
-                   "data.crop_size")
+# Taken from the checkpoint's config.json unless given on the command line: every `model` key, and these.
+FROM_CHECKPOINT_DATA = ("image_mean", "image_std", "crop_size")
 
 
 class EvalError(ValueError):
@@ -84,9 +83,10 @@ def resolve_config(config, overridden=()):
           saved = json.load(f)
       except (OSError, ValueError) as e:
         raise EvalError(f"{cfg_path}: not a readable config ({e})") from None
-      for dotted in FROM_CHECKPOINT:
-        section, key = dotted.split(".")
-        if dotted in overridden or key not in saved.get(section, {}):
+      keys = [("model", k) for k in saved.get("model", {}) if k in config.model]
+      keys += [("data", k) for k in FROM_CHECKPOINT_DATA if k in saved.get("data", {})]
+      for section, key in keys:
+        if f"{section}.{key}" in overridden:
           continue
         value = saved[section][key]
         current = config[section][key]
