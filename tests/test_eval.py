@@ -109,3 +109,17 @@ def test_checkpoint_of_another_architecture(checkpoint, tmp_path):
   _check_error(r, wd, "'layer9' is not a layer of resnet18")
   r = run_eval("configs/probe_classification.py:fixture", wd, "--config.no_such_key=1")
   _check_error(r, wd, "no_such_key")
+
+
+def test_evaluator_interface_and_progress():
+  from cmp_jax.evaluators import common
+  with pytest.raises(ValueError, match="no evaluator 'nope'"):
+    common.from_config("nope", None)
+  lines = []
+  p = common.Progress("features x/train", 4, "images", log=lines.append, every_s=0)
+  p.update(1)
+  p.update(1)
+  assert lines[1].startswith("features x/train: 2/4 images (50%) | ") and "ETA" in lines[1]
+  p.update(2)
+  assert "4/4 images (100%) | done in" in lines[-1]
+  assert common.format_seconds(3725) == "1h02m" and common.format_seconds(75) == "1m15s"
