@@ -26,6 +26,7 @@ setting and exit code 2, before anything is written to the workdir.
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -179,13 +180,19 @@ def run_probe(config, workdir, overridden=(), log=_log):
   runs.append(("random_init", features.random_variables(encoder, int(config.image_size), int(config.seed)),
                {"checkpoint": "random", "seed": int(config.seed)}))
 
-  os.makedirs(workdir, exist_ok=True)  # everything that can be wrong with the input has been checked
-  evaluator = common.from_config(f"probe_{config.task}", config, encoder=encoder, dataset=dataset,
-                                 cache_dir=os.path.join(workdir, "features"), log=log)
-  results = {}
-  for name, variables, info in runs:
-    t0 = time.time()
-    results[name] = {**dict(evaluator.run(variables, name=name)), **info, "seconds": round(time.time() - t0, 1)}
+  created = not os.path.exists(workdir)
+  os.makedirs(workdir, exist_ok=True)  # everything that can be checked up front has been
+  try:
+    evaluator = common.from_config(f"probe_{config.task}", config, encoder=encoder, dataset=dataset,
+                                   cache_dir=os.path.join(workdir, "features"), log=log)
+    results = {}
+    for name, variables, info in runs:
+      t0 = time.time()
+      results[name] = {**dict(evaluator.run(variables, name=name)), **info, "seconds": round(time.time() - t0, 1)}
+  except datasets.ProbeError:  # e.g. a truncated image, found only when decoded: leave no new workdir behind
+    if created:
+      shutil.rmtree(workdir, ignore_errors=True)
+    raise
   results["settings"] = {**config.to_dict(), "encoder": encoder.arch_name, "config_source": source,
                          "train_items": len(dataset.train), "val_items": len(dataset.val),
                          "class_names": list(dataset.class_names)}

@@ -53,3 +53,11 @@ def bad_cases(tmp_path):
   (tree2 / "train" / "3" / "broken.png").write_bytes(b"this is not a PNG")
   cases.append(("unreadable", f"folder:{tree2}", "classification", "broken.png: not a readable image"))
   return cases
+
+
+def truncated_tree(tmp_path):
+  """A classification tree whose one val image is a truncated JPEG: its header reads, its pixels do not."""
+  root = _small_tree(tmp_path)
+  with open(os.path.join(FIX, "voc_mini", "JPEGImages", "2011_000003.jpg"), "rb") as f:
+    (root / "val" / "7" / "cut.jpg").write_bytes(f.read()[:5000])
+  return root

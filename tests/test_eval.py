@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from probe_fixture import bad_cases
+from probe_fixture import bad_cases, truncated_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests", "fixtures")
@@ -96,6 +96,13 @@ def test_bad_datasets_exit_2_in_one_line(tmp_path):
     wd = tmp_path / f"wd_{name}"
     r = run_eval(f"configs/probe_{task}.py", wd, f"--config.dataset={spec}")
     _check_error(r, wd, expected)
+
+
+def test_truncated_image_found_while_decoding(tmp_path):
+  """Only decoding finds a truncated image: one line, exit 2, and the new workdir is removed again."""
+  wd = tmp_path / "wd"
+  r = run_eval("configs/probe_classification.py", wd, f"--config.dataset=folder:{truncated_tree(tmp_path)}", *FAST)
+  _check_error(r, wd, "cut.jpg: not a readable image (image file is truncated")
 
 
 def test_checkpoint_of_another_architecture(checkpoint, tmp_path):
