@@ -160,7 +160,7 @@ def run_probe(config, workdir, overridden=(), log=_log):
   if config.task not in datasets.TASKS:
     raise EvalError(f"config.task {config.task!r}: must be one of {datasets.TASKS}")
   source = resolve_config(config, overridden)
-  dataset = datasets.open_dataset(config.dataset, config.task, config)  # checks every file; no jax yet
+  dataset = datasets.open_dataset(config.dataset, config.task, config, log)  # checks every file; no jax yet
   log(f"dataset {config.dataset}: {len(dataset.train)} train / {len(dataset.val)} val "
       f"{'images' if config.task == 'segmentation' else 'samples'}, {dataset.num_classes} classes")
 

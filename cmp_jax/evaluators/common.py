@@ -19,7 +19,6 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, Tuple
 
-import jax
 import numpy as np
 
 
@@ -44,6 +43,7 @@ def from_config(kind: str, config, **needs) -> Evaluator:
 
 def sum_batches(fn: Callable, batches: Iterable, *args) -> Any:
   """Σ over batches of fn(*args, batch), a pytree of per-batch sums, accumulated on the host (int64/float64)."""
+  import jax  # here, so that the progress line is usable without starting jax
   total = None
   for batch in batches:
     sums = jax.tree.map(np.asarray, jax.device_get(fn(*args, batch)))

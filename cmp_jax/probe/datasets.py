@@ -27,6 +27,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from cmp_jax.evaluators.common import Progress
+
 SCHEMES = ("voc", "folder", "tfds")
 TASKS = ("segmentation", "classification")
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -139,9 +141,10 @@ class Dataset:
 # Checks shared by the file-based readers
 # ---------------------------------------------------------------------------
 
-def _check_segmentation(split: FileSplit, num_classes: Optional[int], ignore_label: int) -> int:
+def _check_segmentation(split: FileSplit, num_classes: Optional[int], ignore_label: int, log=print) -> int:
   """Opens every image header and decodes every mask; returns the largest label seen (ignore excluded)."""
   top = -1
+  progress = Progress(f"checking {split.name} images and masks", len(split), "pairs", log)
   for image, mask_path in zip(split.images, split.targets):
     im = _open_image(image, "image")
     mk = _open_image(mask_path, "mask")
@@ -161,6 +164,7 @@ def _check_segmentation(split: FileSplit, num_classes: Optional[int], ignore_lab
                          f"({ignore_label} = ignore)")
     if labels.size:
       top = max(top, int(labels.max()))
+    progress.update(1)
   return top
 
 
@@ -181,7 +185,7 @@ def _need_dir(path, spec, layout):
 VOC_LAYOUT = "a PASCAL VOC 2012 devkit folder with JPEGImages/, SegmentationClass/, ImageSets/Segmentation/{train,val}.txt"
 
 
-def _voc(root, spec, task, config) -> Dataset:
+def _voc(root, spec, task, config, log=print) -> Dataset:
   if task != "segmentation":
     raise DatasetError(f"config.dataset {spec!r}: voc: is a segmentation dataset; the classification probe takes "
                        "folder:PATH or tfds:NAME")
@@ -209,7 +213,7 @@ def _voc(root, spec, task, config) -> Dataset:
         raise DatasetError(f"image {im} has no mask: {mk} is missing")
     splits[name] = FileSplit(name, images, masks, task)
   for s in splits.values():
-    _check_segmentation(s, len(VOC_CLASSES), int(config.ignore_label))
+    _check_segmentation(s, len(VOC_CLASSES), int(config.ignore_label), log)
   return Dataset(spec, task, splits[config.train_split], splits[config.val_split], VOC_CLASSES)
 
 
@@ -221,7 +225,7 @@ CLS_LAYOUT = "PATH/train/<class>/<images> and PATH/val/<class>/<images>"
 SEG_LAYOUT = "PATH/{train,val}/images/<stem>.<ext> and PATH/{train,val}/masks/<stem>.png"
 
 
-def _folder_classification(root, spec, config) -> Dataset:
+def _folder_classification(root, spec, config, log=print) -> Dataset:
   train_dir = os.path.join(root, config.train_split)
   val_dir = os.path.join(root, config.val_split)
   _need_dir(train_dir, spec, CLS_LAYOUT)
@@ -242,17 +246,19 @@ def _folder_classification(root, spec, config) -> Dataset:
       files = _list_images(os.path.join(d, c))
       if not files:
         raise DatasetError(f"class folder {os.path.join(d, c)} holds no images")
-      for f in files:
-        _open_image(f, "image")
       images += files
       labels += [index[c]] * len(files)
     if not images:
       raise DatasetError(f"config.dataset {spec!r}: {d} has no class folders (expected {CLS_LAYOUT})")
     splits[name] = FileSplit(name, images, labels, "classification")
+    progress = Progress(f"checking {name} images", len(images), "images", log)
+    for f in images:
+      _open_image(f, "image")
+      progress.update(1)
   return Dataset(spec, "classification", splits[config.train_split], splits[config.val_split], tuple(classes))
 
 
-def _folder_segmentation(root, spec, config) -> Dataset:
+def _folder_segmentation(root, spec, config, log=print) -> Dataset:
   splits, top = {}, -1
   names_file = os.path.join(root, "class_names.txt")
   class_names = None
@@ -277,7 +283,7 @@ def _folder_segmentation(root, spec, config) -> Dataset:
         raise DatasetError(f"image {im} has no mask: no file {stem}.* in {mask_dir}")
       targets.append(masks[stem])
     splits[name] = FileSplit(name, images, targets, "segmentation")
-    top = max(top, _check_segmentation(splits[name], num_classes, int(config.ignore_label)))
+    top = max(top, _check_segmentation(splits[name], num_classes, int(config.ignore_label), log))
   if num_classes is None:
     num_classes = top + 1
   if num_classes < 2:
@@ -362,11 +368,11 @@ def _tfds(name, spec, task, config) -> Dataset:
 
 # ---------------------------------------------------------------------------
 
-def open_dataset(spec: str, task: str, config) -> Dataset:
+def open_dataset(spec: str, task: str, config, log=print) -> Dataset:
   """Parses `spec`, checks the layout and every file (file-based schemes), returns the two splits.
 
   config supplies train_split, val_split, ignore_label, num_classes (-1: from the data) and, for tfds:,
-  tfds_data_dir, tfds_image_key, tfds_label_key.
+  tfds_data_dir, tfds_image_key, tfds_label_key. `log` receives the progress lines of the checks.
   """
   if task not in TASKS:
     raise DatasetError(f"config.task {task!r}: must be one of {TASKS}")
@@ -375,12 +381,12 @@ def open_dataset(spec: str, task: str, config) -> Dataset:
     return _tfds(arg, spec, task, config)
   root = os.path.abspath(os.path.expanduser(arg))
   if scheme == "voc":
-    return _voc(root, spec, task, config)
+    return _voc(root, spec, task, config, log)
   if not os.path.isdir(root):
     raise DatasetError(f"config.dataset {spec!r}: {root} does not exist")
   if task == "classification":
-    return _folder_classification(root, spec, config)
-  return _folder_segmentation(root, spec, config)
+    return _folder_classification(root, spec, config, log)
+  return _folder_segmentation(root, spec, config, log)
 
 
 def split_fingerprint(split) -> List[Tuple[str, int, int]]:
