@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from cmp_jax import checkpoint, config_lib, flowviz, models, optim, parallel, train_lib
+from cmp_jax.evaluators import common
 from cmp_jax.evaluators import flow as flow_eval
 
 
@@ -148,7 +149,8 @@ def train_and_evaluate(config, workdir):
                                             float(config.model.fmax)),
                    donate_argnums=(0,), out_shardings=(rep, rep))
   evaluate = flow_eval.jit_eval_fn(model, config, mesh)
-  evaluators = {prefix: flow_eval.FlowEvaluator(model, c, mesh, it, evaluate) for prefix, (c, it) in val_sets.items()}
+  evaluators = {prefix: common.from_config("flow", c, model=model, mesh=mesh, val_iter=it, evaluate=evaluate)
+                for prefix, (c, it) in val_sets.items()}
   writer = train_lib.MetricWriter(workdir, tensorboard=bool(config.tensorboard), enabled=primary)
 
   def validate(step):
@@ -214,7 +216,7 @@ def train_and_evaluate(config, workdir):
         row = {"train/loss": float(np.mean(window)), "train/lr": float(host_metrics["lr"]),
                "train/npts": float(host_metrics["npts"]), "img_per_s": speed["img_per_s"]}
         log(f"step {done}/{total} | loss {row['train/loss']:.4f} | lr {row['train/lr']:.3g} | "
-            f"{speed['img_per_s']:.1f} img/s | ETA {train_lib.format_seconds(speed['eta_s'])}")
+            f"{speed['img_per_s']:.1f} img/s | ETA {common.format_seconds(speed['eta_s'])}")
         bad, first = train_iter.bad_samples.first()
         if bad > bad_reported:  # skip_bad_samples=True: say so as soon as it happens
           log(f"skipped {bad} bad training samples so far (first: {'; '.join(first)})")

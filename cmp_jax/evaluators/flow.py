@@ -2,7 +2,7 @@
 beside two baselines on the same guidance (zero flow, and each pixel copying its nearest guidance vector),
 plus pictures of input | predicted | target flow.
 
-    ev = FlowEvaluator(model, config, mesh, val_iter)
+    ev = evaluators.from_config("flow", config, model=model, mesh=mesh, val_iter=val_iter)
     for name, value in ev.run(variables):   # 'loss', 'epe', ..., and 'input_pred_target' (a picture)
       ...
 
@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from cmp_jax import losses, parallel
+from cmp_jax.evaluators import common
 
 MOVING_THRESHOLD = 1.0  # px: "moving" pixels have |target flow| > 1
 
@@ -141,14 +142,14 @@ def jit_eval_fn(model, config, mesh):
                  out_shardings=(batch_sh, batch_sh))
 
 
-class FlowEvaluator:
+class FlowEvaluator(common.Evaluator):
   """Validation of a CMP model on one val iterator; `run(variables)` yields `(name, value)` pairs.
 
   The names are ValMetrics' keys (scalars) and `input_pred_target`, a uint8 picture of the first
   `config.vis_num` valid samples (only on the first process, and only if vis_num > 0).
   """
 
-  def __init__(self, model, config, mesh, val_iter, evaluate=None):
+  def __init__(self, config, *, model, mesh, val_iter, evaluate=None):
     """evaluate: a jitted `make_eval_fn` to share between evaluators of one model (compiled once)."""
     self.config, self.mesh, self.val_iter = config, mesh, val_iter
     self.primary = jax.process_index() == 0
@@ -181,3 +182,6 @@ def summary(res: Dict[str, float], seconds: Optional[float] = None) -> str:
           f"{res['nearest_epe']:.3f} ({res['nearest_epe_moving']:.3f}) | {res['samples']} samples, "
           f"{res['points']:.1f} guidance points each, {100 * res['moving_fraction']:.1f}% moving px")
   return line + (f", {seconds:.1f}s" if seconds is not None else "")
+
+
+Evaluator = FlowEvaluator  # the name `evaluators.from_config("flow", ...)` builds
