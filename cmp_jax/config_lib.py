@@ -122,6 +122,22 @@ def with_paper_density(config):
   return c
 
 
+def variant(c, arg, config_file):
+  """A config file's `get_config(arg)` variants: None (the config itself) or 'smoke' (20 steps, validation
+  at the end only, at most 10 val batches: does it all run?)."""
+  if arg == "smoke":
+    c.total_iter = 20
+    c.optimizer.lr_steps = (15, 18)
+    c.optimizer.warmup_lr, c.optimizer.warmup_steps = (), ()
+    c.print_freq = 5
+    c.val_freq = c.save_freq = 20
+    c.val_iter = 10
+    c.initial_val = False
+  elif arg is not None:
+    raise ValueError(f"{config_file}: unknown variant {arg!r} (known: smoke)")
+  return c
+
+
 def model_config(image_encoder="alexnet_fcn_32x", sparse_encoder=None, flow_decoder="MotionDecoderPlain", **kw):
   """base()'s `model` section with another architecture: the sparse encoder defaults to the one whose
   stride matches the image encoder's (ShallowNet-32x for AlexNet-32x, else ShallowNet-8x); `kw` sets any
