@@ -130,6 +130,17 @@ def to_host(tree: Any) -> Any:
   return jax.tree.map(get, tree)
 
 
+def barrier(name: str, timeout_s: int = 1800):
+  """Waits until every process reaches the barrier `name` (unique per use; nothing with one process).
+
+  A barrier of the coordination service, not a computation: it does not time out while another process is
+  still compiling (a collective's first run waits only 30 s for its peers).
+  """
+  if jax.process_count() > 1:
+    from orbax.checkpoint import multihost
+    multihost.sync_global_processes(name, timeout=timeout_s)
+
+
 def local_rows(tree: Any) -> Any:
   """This process's rows of batch-sharded arrays, in order (the rows of the batch it fed): numpy."""
   def get(x):

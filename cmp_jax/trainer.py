@@ -195,11 +195,21 @@ def train_and_evaluate(config, workdir):
   chrono = train_lib.Chrono(start_step, total, global_batch)
   pending, window, bad_reported = None, [], 0
   params_finite = jax.jit(_all_finite)
+  def next_batch():
+    return parallel.shard_batch({k: v for k, v in next(train_iter).items() if k in ("image", "sparse", "flow")},
+                                mesh)
+
+  if start_step < total:
+    # The step is compiled ahead and every process starts its loop together: on a loaded machine one process
+    # can finish compiling much later than another, longer than a collective waits for its peers.
+    t0, first = time.time(), next_batch()
+    update = update.lower(state, first, dropout_rng).compile()
+    log(f"compiled the train step in {time.time() - t0:.0f}s")
+    parallel.barrier(f"cmp_jax_train_start_{start_step}_{total}")
   log(f"training steps {start_step} -> {total}")
   try:
     for step in range(start_step, total):
-      batch = parallel.shard_batch({k: v for k, v in next(train_iter).items() if k in ("image", "sparse", "flow")},
-                                   mesh)
+      batch = first if step == start_step else next_batch()
       state, metrics = update(state, batch, dropout_rng)
       if pending is not None:
         window.append(check(*pending))
