@@ -106,14 +106,19 @@ class Frame:
     sx, sy = self.scale
     return [(*self.to_input(x, y), dx * sx, dy * sy) for x, y, dx, dy in arrows]
 
-  def map_to_image(self, values, interpolation=cv2.INTER_LINEAR):
-    """An input-frame map (H x W or H x W x C) resampled at the image's pixel centres: image_h x image_w."""
+  def map_to_image(self, values, interpolation=cv2.INTER_LINEAR, outside=None):
+    """An input-frame map (H x W or H x W x C) resampled at the image's pixel centres: image_h x image_w.
+
+    Where the image lies outside the input: the input's border values, or `outside` if given."""
     (iw, ih), (sx, sy) = self.image_size, self.scale
     xs = (np.arange(iw, dtype=np.float32) + 0.5) * sx - 0.5 - self.left
     ys = (np.arange(ih, dtype=np.float32) + 0.5) * sy - 0.5 - self.top
     mx, my = np.meshgrid(xs, ys)
     values = np.asarray(values, np.float32)
-    out = cv2.remap(values, mx, my, interpolation, borderMode=cv2.BORDER_REPLICATE)
+    if outside is None:
+      out = cv2.remap(values, mx, my, interpolation, borderMode=cv2.BORDER_REPLICATE)
+    else:
+      out = cv2.remap(values, mx, my, interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=float(outside))
     return out.reshape((ih, iw) + values.shape[2:])
 
   def flow_to_image(self, flow):
