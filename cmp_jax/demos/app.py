@@ -203,11 +203,13 @@ def build(demo):
           clear_btn = gr.Button("Clear", elem_id="clear-btn")
         status = gr.Textbox(label="status", interactive=False, elem_id="status")
       with gr.Column():
-        canvas = gr.Image(label="click here", interactive=False, type="numpy", format="png", elem_id="canvas")
-        flow = gr.Image(label="flow", interactive=False, format="png", elem_id="flow")
+        canvas = gr.Image(label="click here", interactive=False, type="numpy", format="png", elem_id="canvas",
+                          buttons=["fullscreen"])
+        flow = gr.Image(label="flow", interactive=False, format="png", elem_id="flow", buttons=["download", "fullscreen"])
     with gr.Row():
       anim = gr.HTML(elem_id="animation")
-      mask = gr.Image(label="annotation", interactive=False, format="png", elem_id="mask")
+      mask = gr.Image(label="annotation", interactive=False, format="png", elem_id="mask",
+                      buttons=["download", "fullscreen"])
 
     def on_click(st, md, evt: gr.SelectData):
       x, y = evt.index[:2]
