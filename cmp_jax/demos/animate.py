@@ -22,6 +22,8 @@ video are unknown):
      warp with interp_mode 0: a hole at p takes the image at p - t F(p), the flow at the hole itself,
      sampled bilinearly (borders replicated). No black pixels remain.
   5. --loop appends the frames back to the start (there and back: 0..N-1, N-2..1).
+  --gain G multiplies F before step 2 (default 1: the predicted motion itself); G > 1 makes a weak model's
+  small flow visible and is then not the prediction any more (the README says when it was used).
 GIF is written by PIL (looping forever), MP4 by OpenCV ('mp4v').
 """
 
@@ -119,14 +121,14 @@ def write_animation(path, frames, fps=12):
   return path
 
 
-def animate(predictor, image, arrows, n=12, loop=False):
+def animate(predictor, image, arrows, n=12, loop=False, gain=1.0):
   """(frames, FlowResult) for an RGB image and arrows in its pixels (see the module docstring)."""
   if not arrows:
     raise inference.InferenceError("no arrows: give at least one --guide X,Y,DX,DY (0,0 motion pins a still "
                                    "point)")
   result = predictor.flow(image, arrows)
   inference.flow_is_finite(result.flow)
-  return make_frames(result.image, result.flow, n, loop), result
+  return make_frames(result.image, result.flow * float(gain), n, loop), result
 
 
 # ---------------------------------------------------------------------------
@@ -140,6 +142,8 @@ def define_flags(fv):
   flags.DEFINE_integer("frames", 12, "number of frames N (frame k shows k/(N-1) of the motion)", flag_values=fv)
   flags.DEFINE_integer("fps", 12, "frames per second", flag_values=fv)
   flags.DEFINE_boolean("loop", False, "there and back: append the frames in reverse", flag_values=fv)
+  flags.DEFINE_float("gain", 1.0, "multiply the predicted flow by this before warping (1: as predicted)",
+                     flag_values=fv)
   flags.DEFINE_string("out", None, "the animation: OUT.gif or OUT.mp4", flag_values=fv)
   flags.DEFINE_string("out_flow", None, "also write the predicted flow's colour picture here (PNG)",
                       flag_values=fv)
@@ -167,9 +171,10 @@ def _main(args):
   image = inference.read_image(args.image)
   pred = inference.predictor_from_flags(args, config)
   pred.check_arrows(image, guides, "--guide")
-  frames, result = animate(pred, image, guides, args.frames, args.loop)
+  frames, result = animate(pred, image, guides, args.frames, args.loop, args.gain)
   mag = np.sqrt((result.flow ** 2).sum(-1))
-  print(f"{result.frame.describe()}; flow: mean |flow| {mag.mean():.2f} px, max {mag.max():.2f} px")
+  print(f"{result.frame.describe()}; flow: mean |flow| {mag.mean():.2f} px, max {mag.max():.2f} px"
+        + (f" (warped with {args.gain:g}x that)" if args.gain != 1 else ""))
   write_animation(args.out, frames, args.fps)
   h, w = frames[0].shape[:2]
   print(f"wrote {args.out} ({len(frames)} frames, {w}x{h}, {args.fps} fps)")

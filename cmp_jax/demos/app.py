@@ -6,9 +6,10 @@ then open http://127.0.0.1:7860. Upload an image (or pick a sample), then click 
   * mode "arrow": a first click sets an arrow's start, a second its end; two clicks on one spot (a double
     click) pin a still point (an arrow of length zero).
   * mode "positive" / "negative": clicks on the object / on the background, for the annotation mask.
-"Flow" shows the propagated flow (Middlebury colours), "Animate" the guided animation (GIF), "Annotate" the
-mask over the image. Wrong input (no arrows, a file that is not an image, a pixel clicked positive and
-negative) is reported in the status line with the command lines' message; the page keeps working.
+"Flow" shows the propagated flow (Middlebury colours), "Animate" the guided animation (GIF; its frames, loop
+and motion gain as `animate`'s flags), "Annotate" the mask over the image. Wrong input (no arrows, a file
+that is not an image, a pixel clicked positive and negative) is reported in the status line with the
+command lines' message; the page keeps working.
 
 The page is wiring only: the work is `cmp_jax.inference`, `cmp_jax.demos.animate` and `.annotate`.
 Security: it listens on 127.0.0.1 unless --host says otherwise and never opens a public share link;
@@ -159,11 +160,12 @@ class Demo:
     mag = np.sqrt((result.flow ** 2).sum(-1))
     return flowviz.flow_to_image(result.flow), f"flow from {len(state['arrows'])} arrow(s): max {mag.max():.2f} px"
 
-  def animate(self, state, frames=12, loop=True):
+  def animate(self, state, frames=12, loop=True, gain=1.0):
     if state["image"] is None:
       return "", "error: no image: upload one or pick a sample first"
     try:
-      frames, _ = animate.animate(self.pred, state["image"], state["arrows"], int(frames), bool(loop))
+      frames, _ = animate.animate(self.pred, state["image"], state["arrows"], int(frames), bool(loop),
+                                  float(gain))
     except inference.InferenceError as e:
       return "", f"error: {e}"
     return gif_html(frames), f"animation: {len(frames)} frames"
@@ -201,11 +203,16 @@ def build(demo):
           anim_btn = gr.Button("Animate", elem_id="animate-btn")
           annot_btn = gr.Button("Annotate", elem_id="annotate-btn")
           clear_btn = gr.Button("Clear", elem_id="clear-btn")
+        with gr.Row():
+          n_frames = gr.Slider(2, 24, value=8, step=1, label="frames")
+          gain = gr.Slider(1, 20, value=1, step=1, label="motion gain (1 = as predicted)")
+          loop = gr.Checkbox(value=True, label="there and back")
         status = gr.Textbox(label="status", interactive=False, elem_id="status")
       with gr.Column():
         canvas = gr.Image(label="click here", interactive=False, type="numpy", format="png", elem_id="canvas",
                           buttons=["fullscreen"])
-        flow = gr.Image(label="flow", interactive=False, format="png", elem_id="flow", buttons=["download", "fullscreen"])
+        flow = gr.Image(label="flow", interactive=False, format="png", elem_id="flow",
+                        buttons=["download", "fullscreen"])
     with gr.Row():
       anim = gr.HTML(elem_id="animation")
       mask = gr.Image(label="annotation", interactive=False, format="png", elem_id="mask",
@@ -219,7 +226,7 @@ def build(demo):
     canvas.select(on_click, [state, mode], [state, canvas, status])
     clear_btn.click(demo.clear, [state], [state, canvas, status])
     flow_btn.click(demo.flow, [state], [flow, status])
-    anim_btn.click(demo.animate, [state], [anim, status])
+    anim_btn.click(demo.animate, [state, n_frames, loop, gain], [anim, status])
     annot_btn.click(demo.annotate, [state], [mask, status])
   return page
 
