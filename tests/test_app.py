@@ -52,6 +52,8 @@ def test_demo_reports_errors_instead_of_failing(tiny, tmp_path):  # noqa: F811
   assert "larger than" in demo.upload(str(big))[2] and not big.exists()
   state, shown, msg = demo.upload(COCKATOO)  # outside the upload folder: read, kept
   assert shown.shape == (160, 284, 3) and os.path.exists(COCKATOO)
+  assert demo.upload(str(tmp_path / "gone.jpg"))[2].startswith("error: upload gone.jpg")
+  assert demo.sample("bikes/000000.jpg")[2].startswith("image 376x160")
   assert demo.flow(state)[1].startswith("error: no arrows")
   assert demo.animate(state)[1].startswith("error: no arrows")
   assert "no positive click" in demo.annotate(state)[1]
@@ -62,6 +64,12 @@ def test_demo_reports_errors_instead_of_failing(tiny, tmp_path):  # noqa: F811
   state, _, _ = demo.click(state, "arrow", 110, 80)
   picture, msg = demo.flow(state)
   assert picture.shape == (160, 284, 3) and msg.startswith("flow from 1 arrow")
+
+
+def test_app_refuses_a_bad_checkpoint_before_serving(tmp_path, capsys):
+  rc = app.main(["app", "--config", QUICKSTART, "--checkpoint", str(tmp_path / "nothing")])
+  err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+  assert rc == 2 and len(err) == 1 and err[0].startswith("error:") and "does not exist" in err[0]
 
 
 # ---------------------------------------------------------------------------
@@ -114,7 +122,7 @@ def served(tiny, subprocess_env, tmp_path):  # noqa: F811
   try:
     _wait(lambda: proc.poll() is None and urllib.request.urlopen(url, timeout=2).status == 200, 180,
           "the app to serve")
-    yield url
+    yield url, tmp_path / "app.log"
   finally:
     proc.terminate()
     try:
@@ -125,6 +133,7 @@ def served(tiny, subprocess_env, tmp_path):  # noqa: F811
 
 
 def test_page_in_headless_chromium(served, tmp_path):
+  url, log = served
   chromium, driver_path = _browser_or_skip()
   from selenium import webdriver
   from selenium.webdriver.chrome.service import Service
@@ -139,7 +148,7 @@ def test_page_in_headless_chromium(served, tmp_path):
     opts.add_argument(a)
   browser = webdriver.Chrome(service=Service(driver_path), options=opts)
   try:
-    browser.get(served)
+    browser.get(url)
     _wait(lambda: browser.find_element(By.CSS_SELECTOR, "#upload input[type=file]"), 60, "the upload widget")
     browser.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(COCKATOO)
 
@@ -147,6 +156,8 @@ def test_page_in_headless_chromium(served, tmp_path):
       return browser.find_element(By.CSS_SELECTOR, "#status textarea").get_attribute("value")
 
     _wait(lambda: status().startswith("image 284x160"), 60, "the image to load")
+    uploads = log.read_text().split("uploads in ")[1].split(",")[0]
+    assert not [f for _, _, fs in os.walk(uploads) for f in fs if f == "000000.jpg"]  # deleted once read
     img = _wait(lambda: browser.find_element(By.CSS_SELECTOR, "#canvas img"), 30, "the clickable image")
     w, h = img.size["width"], img.size["height"]
     # Offsets from the image's centre: an arrow from (x 40%, y 50%) to (x 60%, y 50%), then a still point.

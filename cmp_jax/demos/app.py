@@ -22,6 +22,7 @@ import base64
 import io
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -44,13 +45,17 @@ MODES = ("arrow", "positive", "negative")
 # The page's state and its transitions (plain functions, tested without a browser)
 # ---------------------------------------------------------------------------
 
+def sample_name(path):
+  return f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
+
+
 def new_state(image=None):
   return {"image": image, "arrows": [], "pending": None, "positive": [], "negative": []}
 
 
-def load_upload(path, max_bytes, keep_dir=None):
-  """(RGB uint8 image) of an uploaded file, refused with InferenceError; the file is deleted after reading
-  unless it lies outside `keep_dir` (a sample of the repository)."""
+def load_upload(path, max_bytes, upload_dir=None):
+  """(RGB uint8 image) of an uploaded file, refused with InferenceError. A file inside `upload_dir` (gradio's
+  upload folder) is deleted once read; one outside it (a sample of the repository) is left alone."""
   if not path:
     raise inference.InferenceError("no image: upload one or pick a sample")
   try:
@@ -59,8 +64,10 @@ def load_upload(path, max_bytes, keep_dir=None):
       raise inference.InferenceError(f"upload {os.path.basename(path)} is {size / 1e6:.1f} MB: larger than "
                                      f"{max_bytes / 1e6:.0f} MB")
     return inference.read_image(path)
+  except OSError as e:
+    raise inference.InferenceError(f"upload {os.path.basename(path)}: {e.strerror or e}") from None
   finally:
-    if keep_dir and os.path.abspath(path).startswith(os.path.abspath(keep_dir) + os.sep):
+    if upload_dir and os.path.abspath(path).startswith(os.path.abspath(upload_dir) + os.sep):
       try:
         os.remove(path)
       except OSError:
@@ -139,6 +146,13 @@ class Demo:
     state = new_state(image)
     return state, draw(state), f"image {w}x{h}: click to draw arrows"
 
+  def sample(self, name):
+    """Loads one of SAMPLES (read in place from the repository, never copied or deleted)."""
+    paths = {sample_name(p): p for p in SAMPLES}
+    if name not in paths:
+      return new_state(), None, f"error: no sample {name!r}"
+    return self.upload(paths[name])
+
   def click(self, state, mode, x, y):
     state, status = click(state, mode, x, y)
     return state, draw(state), status
@@ -188,7 +202,7 @@ class Demo:
 def build(demo):
   import gradio as gr
 
-  with gr.Blocks(title="CMP demos", analytics_enabled=False, delete_cache=(60, 600)) as page:
+  with gr.Blocks(title="CMP demos", analytics_enabled=False, delete_cache=(60, 300)) as page:
     gr.Markdown("## Conditional motion propagation\nUpload an image or pick a sample, then click on it. "
                 "Mode *arrow*: start, then end (twice on one spot = a still point). Modes *positive* / "
                 "*negative*: clicks for the annotation mask.")
@@ -196,7 +210,8 @@ def build(demo):
     with gr.Row():
       with gr.Column():
         upload = gr.File(label="image", file_count="single", type="filepath", elem_id="upload")
-        gr.Examples(examples=[[p] for p in SAMPLES if os.path.exists(p)], inputs=[upload], label="samples")
+        sample = gr.Dropdown([sample_name(p) for p in SAMPLES if os.path.exists(p)], value=None,
+                             label="or a sample of data/sample", elem_id="sample")
         mode = gr.Radio(list(MODES), value="arrow", label="click mode", elem_id="mode")
         with gr.Row():
           flow_btn = gr.Button("Flow", elem_id="flow-btn", variant="primary")
@@ -222,7 +237,8 @@ def build(demo):
       x, y = evt.index[:2]
       return demo.click(st, md, x, y)
 
-    upload.change(demo.upload, [upload], [state, canvas, status])
+    upload.upload(demo.upload, [upload], [state, canvas, status])
+    sample.input(demo.sample, [sample], [state, canvas, status])
     canvas.select(on_click, [state, mode], [state, canvas, status])
     clear_btn.click(demo.clear, [state], [state, canvas, status])
     flow_btn.click(demo.flow, [state], [flow, status])
@@ -248,10 +264,12 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     return 2
   upload_dir = tempfile.mkdtemp(prefix="cmp_demo_uploads_")
-  os.environ["GRADIO_TEMP_DIR"] = upload_dir  # gradio keeps uploads here; deleted on exit
+  os.environ["GRADIO_TEMP_DIR"] = upload_dir  # gradio keeps uploads here (read at its import); deleted on exit
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a `kill` also removes the folder (finally below)
   try:
     page = build(Demo(pred, int(args.max_upload_mb * 1e6), upload_dir))
-    print(f"serving on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    print(f"serving on http://{args.host}:{args.port} (Ctrl-C stops); uploads in {upload_dir}, deleted once read",
+          flush=True)
     page.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False, ssr_mode=False,
                 max_file_size=int(args.max_upload_mb * 1e6), quiet=True, footer_links=[])
   except KeyboardInterrupt:
