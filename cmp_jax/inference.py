@@ -40,7 +40,7 @@ own frame, i.e. +-fmax / sx in the image.
 import dataclasses
 import math
 import os
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import cv2
 import jax

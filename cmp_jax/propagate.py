@@ -28,7 +28,7 @@ import sys
 import numpy as np
 from absl import flags
 
-from cmp_jax import cli, config_lib, flowviz, inference
+from cmp_jax import cli, flowviz, inference
 from cmp_jax.data import formats
 # The names this module has always offered, now living in cmp_jax.inference.
 from cmp_jax.inference import Frame, normalise, prepare_image, sparse_input  # noqa: F401
