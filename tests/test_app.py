@@ -160,14 +160,18 @@ def test_page_in_headless_chromium(served, tmp_path):
     assert not [f for _, _, fs in os.walk(uploads) for f in fs if f == "000000.jpg"]  # deleted once read
     img = _wait(lambda: browser.find_element(By.CSS_SELECTOR, "#canvas img"), 30, "the clickable image")
     w, h = img.size["width"], img.size["height"]
-    # Offsets from the image's centre: an arrow from (x 40%, y 50%) to (x 60%, y 50%), then a still point.
+    # Offsets from the image's centre: an arrow from (x 40%, y 50%) to (x 60%, y 50%), then a double click
+    # (a still point) at (x 20%, y 20%).
     for dx, dy in ((-0.1, 0.0), (0.1, 0.0)):
       ActionChains(browser).move_to_element_with_offset(img, int(dx * w), int(dy * h)).click().perform()
       time.sleep(1.0)
       img = browser.find_element(By.CSS_SELECTOR, "#canvas img")
     _wait(lambda: status().startswith("arrow"), 30, "the arrow")
+    img = browser.find_element(By.CSS_SELECTOR, "#canvas img")
+    ActionChains(browser).move_to_element_with_offset(img, -int(0.3 * w), -int(0.3 * h)).double_click().perform()
+    _wait(lambda: status().startswith("still point 2"), 30, f"the double click's still point (status: {status()!r})")
     browser.find_element(By.CSS_SELECTOR, "#flow-btn").click()
-    _wait(lambda: status().startswith("flow from 1 arrow"), 120, f"the flow (status: {status()!r})")
+    _wait(lambda: status().startswith("flow from 2 arrow"), 120, f"the flow (status: {status()!r})")
     flow = _wait(lambda: browser.find_element(By.CSS_SELECTOR, "#flow img"), 30, "the flow picture")
     assert flow.size["width"] > 50
     # Bad input shows the message instead of failing: Annotate without a positive click.

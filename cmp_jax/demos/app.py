@@ -239,7 +239,8 @@ def build(demo):
 
     upload.upload(demo.upload, [upload], [state, canvas, status])
     sample.input(demo.sample, [sample], [state, canvas, status])
-    canvas.select(on_click, [state, mode], [state, canvas, status])
+    canvas.select(on_click, [state, mode], [state, canvas, status], trigger_mode="multiple",
+                  show_progress="hidden")
     clear_btn.click(demo.clear, [state], [state, canvas, status])
     flow_btn.click(demo.flow, [state], [flow, status])
     anim_btn.click(demo.animate, [state, n_frames, loop, gain], [anim, status])
