@@ -12,10 +12,7 @@ config.batch_size is PER DEVICE, as in the original (global batch = batch_size x
 config.global_batch_size. What the workdir holds: cmp_jax/trainer.py.
 """
 
-import logging as pylogging
 import os
-import sys
-import threading
 
 from absl import flags
 from absl import logging
@@ -41,13 +38,11 @@ def main(argv):
   config = config_lib.validate(fv.config)  # before jax touches a device
   if os.path.exists(fv.workdir) and not os.path.isdir(fv.workdir):
     raise cli.UsageError(f"--workdir {fv.workdir}: exists and is not a folder")
-  # The libraries' own log (orbax and jax log every save and backend probe at INFO; a failed save logs
-  # each writer thread's traceback) goes to a file in the workdir; the terminal shows the trainer's lines.
+  # The libraries' own messages (orbax and jax log every save and backend probe at INFO; a failed save logs
+  # each writer thread's traceback) go to a file in the workdir; the terminal shows the trainer's lines.
   os.makedirs(fv.workdir, exist_ok=True)
   logging.set_verbosity(logging.WARNING)
-  pylogging.getLogger().addHandler(pylogging.FileHandler(os.path.join(fv.workdir, "libraries.log")))
-  threading.excepthook = lambda a: pylogging.getLogger("threads").error(
-      "thread %s", a.thread, exc_info=(a.exc_type, a.exc_value, a.exc_traceback))
+  cli.libraries_to_file(os.path.join(fv.workdir, "libraries.log"))
   import jax
 
   from cmp_jax import checkpoint, parallel, trainer
@@ -59,11 +54,7 @@ def main(argv):
   try:
     trainer.train_and_evaluate(config, fv.workdir)
   except (checkpoint.CheckpointError, formats.DataError, trainer.NoValidSamplesError, OSError) as e:
-    # A workdir of another model, a failed save, bad data, a folder that cannot be written. os._exit: the
-    # threads of a failed orbax save would print tracebacks at interpreter exit.
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(2)
+    cli.fail(e)  # a workdir of another model, a failed save, bad data, a folder that cannot be written
   except trainer.NonFiniteLossError as e:  # not a bad input: exit code 1
     cli.fail(e, code=1)
   return 0

@@ -11,6 +11,7 @@ wrong, with exit code 2 and no traceback: `fail(message)`, or an exception of a 
 import os
 import re
 import sys
+import traceback
 from typing import Callable, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # tf.data's start-up banners
@@ -26,10 +27,24 @@ class UsageError(ValueError):
   """A command line that cannot be used: an unknown or missing flag, a bad value."""
 
 
+_terminal = None  # the real stderr, once `libraries_to_file` has sent file descriptor 2 elsewhere
+
+
 def fail(message, code=2):
   """Reports a user's error as one line on stderr and exits with `code` (2)."""
-  print(f"error: {message}", file=sys.stderr)
+  print(f"error: {message}", file=_terminal or sys.stderr, flush=True)
   sys.exit(code)
+
+
+def libraries_to_file(path):
+  """From now on what the libraries write to stderr (JAX, XLA, TensorFlow, orbax and the threads of its
+  writers, also from C++) goes to the file `path`; `fail` and the tracebacks of uncaught exceptions still
+  reach the terminal. Standard output is unchanged."""
+  global _terminal
+  _terminal = os.fdopen(os.dup(2), "w", buffering=1)
+  log = open(path, "a", buffering=1)
+  os.dup2(log.fileno(), 2)
+  sys.excepthook = lambda *exc: traceback.print_exception(*exc, file=_terminal)
 
 
 def _last_override_wins(argv):

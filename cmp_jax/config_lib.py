@@ -91,7 +91,50 @@ def base():
   c.save_freq = 10000
   c.keep_checkpoints = 3
   c.vis_num = 16                  # validation samples drawn as images
+  # Validate a second time with guidance at the paper's density (`paper_density`): ~13.5 points per 384x384
+  # crop, the regime CMP is for; reported as val_sparse/* beside val/* (the config's own sampler).
+  c.sparse_val = True
   c.tensorboard = True
+  return c
+
+
+# The paper's guidance density: grid + watershed with a grid stride of 200 px and an NMS kernel of 81 at a
+# 384x384 crop (sample_bg_ratio 2.5e-5; the alexnet_yfcc_youtube config), about 13.5 points per image.
+PAPER_GRID_STRIDE, PAPER_NMS_KS, PAPER_CROP = 200, 81, 384
+
+
+def paper_density(crop_size):
+  """(sample_bg_ratio, nms_ks) giving the paper's guidance points per image area at `crop_size` (h, w): the
+  grid stride and the NMS kernel scale with the crop's side (the geometric mean of h and w)."""
+  side = (float(crop_size[0]) * float(crop_size[1])) ** 0.5
+  stride = max(1, round(PAPER_GRID_STRIDE * side / PAPER_CROP))
+  nms_ks = max(1, 2 * round((PAPER_NMS_KS * side / PAPER_CROP - 1) / 2) + 1)  # nearest odd
+  return 1.0 / (stride + 0.5) ** 2, nms_ks  # int(sqrt(1 / ratio)) == stride, as the sampler reads it
+
+
+def with_paper_density(config):
+  """A copy of `config` whose sampler draws guidance at the paper's density (see `paper_density`)."""
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    c.data.sample_strategy = ("grid", "watershed")
+    c.data.sample_bg_ratio, c.data.nms_ks = paper_density(c.data.crop_size)
+    c.data.max_num_guide = -1
+  return c
+
+
+def variant(c, arg, config_file):
+  """A config file's `get_config(arg)` variants: None (the config itself) or 'smoke' (20 steps, validation
+  at the end only, at most 10 val batches: does it all run?)."""
+  if arg == "smoke":
+    c.total_iter = 20
+    c.optimizer.lr_steps = (15, 18)
+    c.optimizer.warmup_lr, c.optimizer.warmup_steps = (), ()
+    c.print_freq = 5
+    c.val_freq = c.save_freq = 20
+    c.val_iter = 10
+    c.initial_val = False
+  elif arg is not None:
+    raise ValueError(f"{config_file}: unknown variant {arg!r} (known: smoke)")
   return c
 
 

@@ -160,8 +160,3 @@ def itstime(step: int, every: int, total: int) -> bool:
   """True after update number `step` (1-based count of updates done) if it is a multiple of `every` or the
   last one (`total`): when the train loop logs, validates and saves."""
   return step % every == 0 or step == total
-
-
-def format_seconds(s: float) -> str:
-  s = int(max(s, 0))
-  return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

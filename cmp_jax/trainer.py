@@ -10,6 +10,7 @@ from the latest:
   metrics.jsonl         one JSON object per line: train loss / lr / img/s every print_freq, val metrics
   events/               TensorBoard events (scalars and validation pictures)
   vis/val_<step>.png    validation pictures: input + guidance crosses | predicted flow | target flow
+  vis/val_sparse_<step>.png  the same with guidance at the paper's density (config.sparse_val)
   log.txt               the progress lines printed to the terminal
   config.json           the config the run was started with
 
@@ -24,6 +25,7 @@ import jax
 import numpy as np
 
 from cmp_jax import checkpoint, config_lib, flowviz, models, optim, parallel, train_lib
+from cmp_jax.evaluators import common
 from cmp_jax.evaluators import flow as flow_eval
 
 
@@ -130,6 +132,15 @@ def train_and_evaluate(config, workdir):
     log(f"validation: {missing} entries name missing files and are skipped (config.data.skip_bad_samples)")
   log(f"data: {train_iter.num_samples} training samples, {val_iter.num_samples} validation samples "
       f"({len(val_iter)} batches of {val_iter.global_batch_size})")
+  # Validation sets: 'val' with the config's own guidance; 'val_sparse' with the paper's density.
+  val_sets = {"val": (config, val_iter)}
+  if config.sparse_val:
+    sparse_config = config_lib.with_paper_density(config)
+    val_sets["val_sparse"] = (sparse_config, pipeline.make_val_iterator(
+        sparse_config, max_batches=int(config.val_iter), **host))
+    ratio, nms = sparse_config.data.sample_bg_ratio, sparse_config.data.nms_ks
+    log(f"val_sparse: the val list again with guidance at the paper's density (grid stride "
+        f"{int(ratio ** -0.5)} px, watershed nms_ks {nms})")
 
   # ---------------------------------------------------------------------------------------------------------
   # Compiled step and evaluators.
@@ -137,26 +148,33 @@ def train_and_evaluate(config, workdir):
   update = jax.jit(train_lib.make_update_fn(model, tx, schedule, int(config.model.nbins),
                                             float(config.model.fmax)),
                    donate_argnums=(0,), out_shardings=(rep, rep))
-  evaluator = flow_eval.FlowEvaluator(model, config, mesh, val_iter)
+  evaluate = flow_eval.jit_eval_fn(model, config, mesh)
+  evaluators = {prefix: common.from_config("flow", c, model=model, mesh=mesh, val_iter=it, evaluate=evaluate)
+                for prefix, (c, it) in val_sets.items()}
   writer = train_lib.MetricWriter(workdir, tensorboard=bool(config.tensorboard), enabled=primary)
 
   def validate(step):
-    t0 = time.time()
-    res, pictures = {}, {}
-    for name, value in evaluator.run({"params": state["params"], "batch_stats": state["batch_stats"]}):
-      (pictures if np.ndim(value) == 3 else res)[name] = value
-    bad, first = val_iter.bad_samples.first()
-    if not res["samples"]:
-      raise NoValidSamplesError(f"validation: every sample of config.data.val_source is bad ({bad} skipped; "
-                                f"first: {'; '.join(first)}): nothing to score")
-    log(f"val step {step}: {flow_eval.summary(res, time.time() - t0)}" +
-        (f" | {bad} bad samples skipped (first: {'; '.join(first)})" if bad else ""))
-    writer.scalars(step, {**{f"val/{k}": v for k, v in res.items()}, **({"val/bad_samples": bad} if bad else {})})
-    for name, picture in pictures.items():
-      flowviz.save_png(os.path.join(workdir, "vis", f"val_{step:07d}.png"), picture)
-      writer.image(step, f"val/{name}", picture)
+    """Runs every evaluator; returns the 'val' results."""
+    results = {}
+    for prefix, evaluator in evaluators.items():
+      t0 = time.time()
+      res, pictures = {}, {}
+      for name, value in evaluator.run({"params": state["params"], "batch_stats": state["batch_stats"]}):
+        (pictures if np.ndim(value) == 3 else res)[name] = value
+      bad, first = evaluator.val_iter.bad_samples.first()
+      if not res["samples"]:
+        raise NoValidSamplesError(f"validation: every sample of config.data.val_source is bad ({bad} skipped; "
+                                  f"first: {'; '.join(first)}): nothing to score")
+      log(f"{prefix} step {step}: {flow_eval.summary(res, time.time() - t0)}" +
+          (f" | {bad} bad samples skipped (first: {'; '.join(first)})" if bad else ""))
+      writer.scalars(step, {**{f"{prefix}/{k}": v for k, v in res.items()},
+                            **({f"{prefix}/bad_samples": bad} if bad else {})})
+      for name, picture in pictures.items():
+        flowviz.save_png(os.path.join(workdir, "vis", f"{prefix}_{step:07d}.png"), picture)
+        writer.image(step, f"{prefix}/{name}", picture)
+      results[prefix] = res
     writer.flush()
-    return res
+    return results["val"]
 
   # ---------------------------------------------------------------------------------------------------------
   # Train loop. The loss of each step is read one step late (so the host never waits on the device), and at
@@ -198,7 +216,7 @@ def train_and_evaluate(config, workdir):
         row = {"train/loss": float(np.mean(window)), "train/lr": float(host_metrics["lr"]),
                "train/npts": float(host_metrics["npts"]), "img_per_s": speed["img_per_s"]}
         log(f"step {done}/{total} | loss {row['train/loss']:.4f} | lr {row['train/lr']:.3g} | "
-            f"{speed['img_per_s']:.1f} img/s | ETA {train_lib.format_seconds(speed['eta_s'])}")
+            f"{speed['img_per_s']:.1f} img/s | ETA {common.format_seconds(speed['eta_s'])}")
         bad, first = train_iter.bad_samples.first()
         if bad > bad_reported:  # skip_bad_samples=True: say so as soon as it happens
           log(f"skipped {bad} bad training samples so far (first: {'; '.join(first)})")

@@ -31,7 +31,7 @@ DATA = os.environ.get("CMP_MOTION_DATA", "/work/datasets/motion")
 
 
 def get_config(arg=None):
-  """arg: None (the recipe) or 'smoke' (20 steps, validation at the end only)."""
+  """arg: None (the recipe) or 'smoke' (config_lib.variant)."""
   c = config_lib.base()
   c.model.image_encoder = "resnet18"
   c.model.sparse_encoder = "shallownet8x"
@@ -55,13 +55,4 @@ def get_config(arg=None):
   c.val_freq = 500
   c.save_freq = 500
   c.vis_num = 8
-  if arg == "smoke":
-    c.total_iter = 20
-    c.optimizer.lr_steps = (15, 18)
-    c.print_freq = 5
-    c.val_freq = c.save_freq = 20
-    c.val_iter = 10
-    c.initial_val = False
-  elif arg is not None:
-    raise ValueError(f"configs/motion_cpu.py: unknown variant {arg!r} (known: smoke)")
-  return c
+  return config_lib.variant(c, arg, "configs/motion_cpu.py")

@@ -26,7 +26,7 @@ from cmp_jax import config_lib
 
 
 def get_config(arg=None):
-  """arg: None (the quick start) or 'smoke' (20 steps, validation at the end only)."""
+  """arg: None (the quick start) or 'smoke' (config_lib.variant)."""
   c = config_lib.base()
   c.model.image_encoder = "resnet18"
   c.model.sparse_encoder = "shallownet8x"
@@ -50,12 +50,4 @@ def get_config(arg=None):
   c.val_freq = 100
   c.save_freq = 100
   c.vis_num = 4
-  if arg == "smoke":
-    c.total_iter = 20
-    c.optimizer.lr_steps = (15, 18)
-    c.print_freq = 5
-    c.val_freq = c.save_freq = 20
-    c.initial_val = False
-  elif arg is not None:
-    raise ValueError(f"configs/quickstart.py: unknown variant {arg!r} (known: smoke)")
-  return c
+  return config_lib.variant(c, arg, "configs/quickstart.py")

@@ -3,6 +3,7 @@
 import math
 import os
 
+import numpy as np
 import pytest
 
 from cmp_jax import config_lib
@@ -94,3 +95,26 @@ def test_alexnet_crop_must_be_multiple_of_32():
   c.data.crop_size = (384, 360)
   with pytest.raises(config_lib.ConfigError, match="multiples of 32"):
     config_lib.validate(c, check_paths=False)
+
+
+@pytest.mark.parametrize("crop, stride, nms_ks", [(384, 200, 81), (320, 167, 67), (160, 83, 33), (128, 67, 27)])
+def test_paper_density_scales_with_the_crop(crop, stride, nms_ks):
+  ratio, ks = config_lib.paper_density((crop, crop))
+  assert int(math.sqrt(1 / ratio)) == stride and ks == nms_ks  # the sampler's grid stride is int(sqrt(1/r))
+  c = config_lib.with_paper_density(load("quickstart"))
+  assert tuple(c.data.sample_strategy) == ("grid", "watershed") and c.data.max_num_guide == -1
+  assert load("quickstart").data.nms_ks == 15  # the original config is left as it was
+
+
+def test_paper_density_gives_about_13_points_per_crop():
+  """The paper's ~13.5 points per 384x384 image, at the quick start's 128 crop, on the shipped sample."""
+  from cmp_jax import sampling
+  from cmp_jax.data import formats
+  sample = os.path.join(ROOT, "data", "sample")
+  ratio, ks = config_lib.paper_density((128, 128))
+  counts = []
+  for e in formats.read_list_files(os.path.join(sample, "lists", "val.txt"), sample, "jpg"):
+    flow = formats.read_jpg_flow(*e.flow)[16:144, 16:144]
+    rows, _ = sampling.guidance_points(flow, ("grid", "watershed"), ratio, ks, -1, np.random.RandomState(0))
+    counts.append(len(rows))
+  assert 5 <= np.mean(counts) <= 30, counts

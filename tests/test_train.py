@@ -76,11 +76,11 @@ def test_nearest_guidance_baseline_by_hand():
 def test_val_metrics_pool_pixels_and_ignore_padding():
   m = flow_eval.ValMetrics()
   keys = ("loss", "epe", "epe_moving", "moving", "zero_epe", "zero_epe_moving", "nearest_epe",
-          "nearest_epe_moving")
+          "nearest_epe_moving", "points")
   m.add({k: np.array([1.0, 3.0, 100.0]) for k in keys}, pixels_per_sample=10, weight=np.array([1, 1, 0]))
   r = m.result()
   assert r["samples"] == 2
-  assert r["loss"] == pytest.approx(2.0)
+  assert r["loss"] == pytest.approx(2.0) and r["points"] == pytest.approx(2.0)  # means over samples
   assert r["epe"] == pytest.approx(4.0 / 20)          # sum over pixels / pixels
   assert r["epe_moving"] == pytest.approx(4.0 / 4.0)  # sum over moving pixels / moving pixels
   assert r["moving_fraction"] == pytest.approx(4.0 / 20)

@@ -2,7 +2,7 @@
 beside two baselines on the same guidance (zero flow, and each pixel copying its nearest guidance vector),
 plus pictures of input | predicted | target flow.
 
-    ev = FlowEvaluator(model, config, mesh, val_iter)
+    ev = evaluators.from_config("flow", config, model=model, mesh=mesh, val_iter=val_iter)
     for name, value in ev.run(variables):   # 'loss', 'epe', ..., and 'input_pred_target' (a picture)
       ...
 
@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from cmp_jax import losses, parallel
+from cmp_jax.evaluators import common
 
 MOVING_THRESHOLD = 1.0  # px: "moving" pixels have |target flow| > 1
 
@@ -86,7 +87,7 @@ class ValMetrics:
   the pixels whose target moves more than 1 px, pooled over the whole set.
   """
   KEYS = ("loss", "epe", "epe_moving", "moving", "zero_epe", "zero_epe_moving", "nearest_epe",
-          "nearest_epe_moving")
+          "nearest_epe_moving", "points")
 
   def __init__(self):
     self.sums = np.zeros(len(self.KEYS) + 2, np.float64)  # + samples, pixels
@@ -104,7 +105,7 @@ class ValMetrics:
   def result(self) -> Dict[str, float]:
     s = dict(zip(self.KEYS + ("samples", "pixels"), self.sums))
     pix, mov = max(s["pixels"], 1.0), max(s["moving"], 1.0)
-    return {"loss": s["loss"] / max(s["samples"], 1.0),
+    return {"loss": s["loss"] / max(s["samples"], 1.0), "points": s["points"] / max(s["samples"], 1.0),
             "epe": s["epe"] / pix, "epe_moving": s["epe_moving"] / mov,
             "zero_epe": s["zero_epe"] / pix, "zero_epe_moving": s["zero_epe_moving"] / mov,
             "nearest_epe": s["nearest_epe"] / pix, "nearest_epe_moving": s["nearest_epe_moving"] / mov,
@@ -134,19 +135,25 @@ def visualise(image, sparse, pred, target, mean, std) -> np.ndarray:
 
 
 
-class FlowEvaluator:
+def jit_eval_fn(model, config, mesh):
+  """`make_eval_fn` jitted for batches sharded over `mesh`."""
+  batch_sh = parallel.batch_sharding(mesh)
+  return jax.jit(make_eval_fn(model, int(config.model.nbins), float(config.model.fmax)),
+                 out_shardings=(batch_sh, batch_sh))
+
+
+class FlowEvaluator(common.Evaluator):
   """Validation of a CMP model on one val iterator; `run(variables)` yields `(name, value)` pairs.
 
   The names are ValMetrics' keys (scalars) and `input_pred_target`, a uint8 picture of the first
   `config.vis_num` valid samples (only on the first process, and only if vis_num > 0).
   """
 
-  def __init__(self, model, config, mesh, val_iter):
+  def __init__(self, config, *, model, mesh, val_iter, evaluate=None):
+    """evaluate: a jitted `make_eval_fn` to share between evaluators of one model (compiled once)."""
     self.config, self.mesh, self.val_iter = config, mesh, val_iter
     self.primary = jax.process_index() == 0
-    batch_sh = parallel.batch_sharding(mesh)
-    self._evaluate = jax.jit(make_eval_fn(model, int(config.model.nbins), float(config.model.fmax)),
-                             out_shardings=(batch_sh, batch_sh))
+    self.evaluate = evaluate or jit_eval_fn(model, config, mesh)
 
   def run(self, variables):
     crop_h, crop_w = (int(s) for s in self.config.data.crop_size)
@@ -154,9 +161,10 @@ class FlowEvaluator:
     vis_num = int(self.config.vis_num) if self.primary else 0
     for batch in self.val_iter:
       inputs = parallel.shard_batch({k: batch[k] for k in ("image", "sparse", "flow")}, self.mesh)
-      stats, pred = self._evaluate(variables, inputs)
+      stats, pred = self.evaluate(variables, inputs)
       stats, pred = parallel.local_rows(stats), parallel.local_rows(pred)
       stats["nearest_epe"], stats["nearest_epe_moving"] = nearest_guidance_sums(batch["sparse"], batch["flow"])
+      stats["points"] = np.sum(batch["sparse"][..., 2] > 0, axis=(1, 2))
       acc.add(stats, crop_h * crop_w, weight=batch["valid"])
       for i in np.flatnonzero(batch["valid"])[:vis_num - len(vis)]:
         vis.append((batch["image"][i], batch["sparse"][i], pred[i], batch["flow"][i]))
@@ -172,5 +180,8 @@ def summary(res: Dict[str, float], seconds: Optional[float] = None) -> str:
   line = (f"loss {res['loss']:.4f} | EPE {res['epe']:.3f} px (moving {res['epe_moving']:.3f}) | "
           f"zero flow {res['zero_epe']:.3f} ({res['zero_epe_moving']:.3f}) | nearest guidance "
           f"{res['nearest_epe']:.3f} ({res['nearest_epe_moving']:.3f}) | {res['samples']} samples, "
-          f"{100 * res['moving_fraction']:.1f}% moving px")
+          f"{res['points']:.1f} guidance points each, {100 * res['moving_fraction']:.1f}% moving px")
   return line + (f", {seconds:.1f}s" if seconds is not None else "")
+
+
+Evaluator = FlowEvaluator  # the name `evaluators.from_config("flow", ...)` builds
