@@ -145,7 +145,7 @@ def test_propagate(quickstart_zeros, subprocess_env, tmp_path):
           "--out_png", str(tmp_path / "f.png")]
   for args, words in (
       (["--image", str(image), "--guide", "5;5;1;1"], ("--guide '5;5;1;1'",)),
-      (["--image", str(image), "--guide", "500,5,1,1"], ("outside the 128x128 crop",)),
+      (["--image", str(image), "--guide", "500,5,1,1"], ("outside the 140x100 image",)),
       (["--image", str(tmp_path / "missing.jpg")], ("missing.jpg",)),
       (["--image", str(tmp_path / "broken.jpg")], ("broken.jpg",)),
       (["--image", str(image), "--config.model.image_encoder=resnet34"], ("model.image_encoder",)),

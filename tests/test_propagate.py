@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cmp_jax import checkpoint, flowviz, losses, models, propagate
+from cmp_jax import checkpoint, flowviz, inference, losses, models, propagate
 from cmp_jax.config_lib import load_config
 from cmp_jax.data import formats
 
@@ -110,9 +110,10 @@ def test_small_image_is_padded_black():
 
 
 def test_normalise_uses_mean_and_std():
-  x = np.array([[[123.675, 116.28, 103.53], [0, 0, 0]]], np.float32)
+  x = np.array([[[124, 116, 104], [0, 0, 0]]], np.uint8)
   out = propagate.normalise(x, (123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
-  np.testing.assert_allclose(out[0, 0], 0, atol=1e-6)
+  assert out.dtype == np.float32
+  np.testing.assert_allclose(out[0, 0], [0.325 / 58.395, -0.28 / 57.12, 0.47 / 57.375], rtol=1e-4)
   np.testing.assert_allclose(out[0, 1], [-123.675 / 58.395, -116.28 / 57.12, -103.53 / 57.375], rtol=1e-6)
 
 
@@ -156,9 +157,16 @@ def test_parse_guide():
 
 def test_propagate_gives_the_known_flow(tiny):
   config, model, variables, _ = tiny
-  flow = propagate.propagate(model, variables, _photo(200, 150), [(10, 20, 5, -3)], config)
+  # The original demo's frame: the 128 x 128 centre crop, flow in its pixels.
+  flow = propagate.propagate(model, variables, _photo(200, 150), [(10, 20, 5, -3)], config, frame="crop")
   assert flow.shape == (128, 128, 2) and flow.dtype == np.float32
   np.testing.assert_allclose(flow[..., 0], U_EXPECTED, atol=0.05)
+  np.testing.assert_allclose(flow[..., 1], 0.0, atol=0.05)
+  # The default: the image's frame. 200x150 -> 213x160 (sx = 213 / 200): the flow is at the image's size
+  # and in its pixels, so the network's u is divided by sx.
+  flow = propagate.propagate(model, variables, _photo(200, 150), [(190, 140, 5, -3)], config)
+  assert flow.shape == (150, 200, 2) and flow.dtype == np.float32
+  np.testing.assert_allclose(flow[..., 0], U_EXPECTED * 200 / 213, atol=0.05)
   np.testing.assert_allclose(flow[..., 1], 0.0, atol=0.05)
 
 
@@ -167,10 +175,12 @@ def test_propagator_matches_the_model_and_decoding(tiny):
   # Without the head bias the logits depend on the inputs, so the guidance visibly matters.
   variables = jax.tree.map(np.array, variables)
   variables["params"]["flow_decoder"]["head"]["bias"][:] = 0
-  prop = propagate.Propagator(model, variables, config)
+  prop = inference.Predictor(model, variables, config, frame="crop")
   crop, _ = propagate.prepare_image(_photo(200, 150), config.data.short_size, config.data.crop_size)
   guides = [(10, 20, 5, -3), (100, 64, 0, 0)]
-  flow = prop(crop, guides)
+  result = prop.flow(_photo(200, 150), guides)
+  flow = result.flow
+  np.testing.assert_array_equal(result.image, crop)
   # The same by hand: normalise, sparse input, apply in eval mode, fuse then upsample.
   image = propagate.normalise(crop, config.data.image_mean, config.data.image_std)[None]
   sparse = propagate.sparse_input(guides, 128, 128)[None]
@@ -179,7 +189,7 @@ def test_propagator_matches_the_model_and_decoding(tiny):
   np.testing.assert_allclose(flow, losses.predict_flow(logits, size=(128, 128))[0], atol=1e-5)
   # The guidance reaches the network: without it the flow differs (a little, with these weights; the
   # computation is deterministic, so ignoring the guidance would give identical numbers).
-  assert np.abs(prop(crop, []) - flow).max() > 1e-6
+  assert np.abs(prop.flow(_photo(200, 150), []).flow - flow).max() > 1e-6
 
 
 def test_cli_end_to_end(tiny, tmp_path):
@@ -188,7 +198,7 @@ def test_cli_end_to_end(tiny, tmp_path):
   Image.fromarray(_photo(320, 240)).save(image, quality=90)
   out = {k: str(tmp_path / "out" / f"{k}") for k in ("flow.flo", "flow.png", "crop.png")}
   cmd = [sys.executable, "-m", "cmp_jax.propagate", "--config", QUICKSTART, "--checkpoint", ckpt,
-         "--image", str(image), "--guide", "10.5,20.2,6,0", "--guide", "64,64,0,0",
+         "--image", str(image), "--guide", "10.5,20.2,6,0", "--guide", "64,64,0,0", "--frame=crop",
          "--out_flo", out["flow.flo"], "--out_png", out["flow.png"], "--out_crop", out["crop.png"]]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -231,7 +241,7 @@ def test_cli_random_weights_warns_and_still_runs(tiny, tmp_path, capsys, monkeyp
   out = str(tmp_path / "f.flo")
   # With an override as train.py takes them: short side 140 -> 200x160 is resized to 140x175.
   rc = propagate.main(["propagate", "--config", QUICKSTART, "--image", str(image), "--guide", "5,5,1,1", "--out_flo", out,
-                       "--config.data.short_size=140"])
+                       "--config.data.short_size=140", "--frame=crop"])
   captured = capsys.readouterr()
   assert rc == 0, captured.err
   assert "resized 140x175 -> centre crop 128x128 at x=6, y=23" in captured.out
@@ -252,8 +262,10 @@ def test_cli_input_errors(tiny, tmp_path, capsys):
   Image.fromarray(_photo(160, 160)).save(image)
   base = ["--config", QUICKSTART, "--checkpoint", ckpt, "--out_png", str(tmp_path / "f.png")]
 
-  rc, err = _run_main(base + ["--image", str(image), "--guide", "128,5,1,1"], capsys)
+  rc, err = _run_main(base + ["--image", str(image), "--guide", "128,5,1,1", "--frame=crop"], capsys)
   assert rc == 2 and "outside the 128x128 crop" in err
+  rc, err = _run_main(base + ["--image", str(image), "--guide", "160,5,1,1"], capsys)
+  assert rc == 2 and "outside the 160x160 image" in err
   rc, err = _run_main(base + ["--image", str(image), "--guide", "5;5;1;1"], capsys)
   assert rc == 2 and "--guide '5;5;1;1'" in err and "four comma-separated" in err
   rc, err = _run_main(base + ["--image", str(tmp_path / "missing.jpg"), "--guide", "5,5,1,1"], capsys)
@@ -261,7 +273,7 @@ def test_cli_input_errors(tiny, tmp_path, capsys):
   broken = tmp_path / "broken.jpg"
   broken.write_bytes(b"this is not a JPEG")
   rc, err = _run_main(base + ["--image", str(broken), "--guide", "5,5,1,1"], capsys)
-  assert rc == 2 and "broken.jpg" in err and "cannot decode" in err
+  assert rc == 2 and "broken.jpg" in err and "not a readable image" in err
   rc, err = _run_main(["--config", QUICKSTART, "--image", str(image)], capsys)
   assert rc == 2 and "nothing to write" in err
   rc, err = _run_main(["--config", str(tmp_path / "nope.py"), "--image", str(image), "--out_png", "x.png"],

@@ -169,9 +169,7 @@ class _Loader:
     self.stats = stats
     self.n = len(source)
     self.per_host, self.global_batch, self.host = per_host, global_batch, host
-    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-    # (x - mean) / std for x = 0..255, per channel, in float32 as torchvision's Normalize: a cv2.LUT table.
-    self._norm = ((np.arange(256, dtype=np.float32)[:, None] - mean) / std).reshape(1, 256, 3)
+    self._norm = transforms.normalise_table(mean, std)
     self._errors = {}
     self._lock = threading.Lock()
 
@@ -245,17 +243,15 @@ class _Loader:
         continue  # skipped bad val sample
       index[i], im, im2, fl, points = out
       valid[i] = True
-      cv2.LUT(im, self._norm, dst=image[i])
+      transforms.normalise(im, self._norm, out=image[i])
       if im2 is not None:
-        cv2.LUT(im2, self._norm, dst=image2[i])
+        transforms.normalise(im2, self._norm, out=image2[i])
       flow[i] = fl
       if points is None:  # 'full'
-        sparse[i, :, :, :2] = fl
-        sparse[i, :, :, 2:] = 1.0
+        transforms.fill_sparse(sparse[i], slice(None), slice(None), fl)
       else:
         rows, cols = points
-        sparse[i, rows, cols, :2] = fl[rows, cols]
-        sparse[i, rows, cols, 2:] = 1.0
+        transforms.fill_sparse(sparse[i], rows, cols, fl[rows, cols])
     return image, image2, flow, sparse, index, valid
 
   def pop_error(self):

@@ -198,20 +198,23 @@ def crop_window(size, out_size, hoff, woff):
   return top, left, bottom, right, top - t, left - l
 
 
-def resize_crop_image(im, new_size, window, out_size):
+def resize_crop_image(im, new_size, window, out_size, whole=False):
   """The crop of `im` resized to new_size (PIL bicubic), as uint8 out_size, black where padded.
 
   window = (top, left, bottom, right, dy, dx) from `crop_window`: the part of the resized image inside
   the crop, which goes to rows dy.. and columns dx.. of the output. Only that part is computed (PIL's
-  resize with a source box), not the whole resized frame.
+  resize with a source box), not the whole resized frame, unless `whole`: then the whole frame is resized
+  and cropped, exactly as the original's demo and loader (`cmp_jax.inference` uses this for parity).
   """
   (nw, nh), (t, l, b, r, dy, dx) = new_size, window
   ch, cw = out_size
   w, h = im.size
   if im.mode != "RGB":
     im = im.convert("RGB")
-  if (l, t, r, b) == (0, 0, nw, nh):
+  if whole or (l, t, r, b) == (0, 0, nw, nh):
     part = im.resize((nw, nh), Image.BICUBIC)
+    if (l, t, r, b) != (0, 0, nw, nh):
+      part = part.crop((l, t, r, b))
   else:
     sx, sy = w / nw, h / nh
     box = (l * sx, t * sy, min(r * sx, w), min(b * sy, h))
@@ -239,6 +242,37 @@ def resize_crop_flow(flow, new_size, window, out_size):
   out = np.zeros((ch, cw, 2), np.float32)
   out[dy:dy + b - t, dx:dx + r - l] = part
   return out
+
+
+def normalise_table(mean, std):
+  """The per-channel lookup table of (x - mean) / std for x = 0..255 (float32, as torchvision's Normalize),
+  shaped 1 x 256 x 3 for `normalise` (cv2.LUT)."""
+  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+  return ((np.arange(256, dtype=np.float32)[:, None] - mean) / std).reshape(1, 256, 3)
+
+
+def normalise(image, table, out=None):
+  """H x W x 3 uint8 RGB -> float32 (x - mean) / std by the `normalise_table` (written into `out` if given).
+
+  The one normalisation of the network input: the pipeline's batches and `cmp_jax.inference` both use it.
+  """
+  image = np.ascontiguousarray(image, np.uint8)
+  if out is None:
+    return cv2.LUT(image, table)
+  cv2.LUT(image, table, dst=out)
+  return out
+
+
+def fill_sparse(sparse, rows, cols, uv):
+  """Writes guidance into an H x W x 4 sparse input [u, v, mask, mask]: sparse[rows, cols] = (u, v, 1, 1).
+
+  The one construction of the network's guidance input: the pipeline (sampled points of the target flow)
+  and `cmp_jax.inference` (the user's arrows) both use it. rows/cols: integer index arrays (or slices);
+  uv: [..., 2] values. Where a pixel is listed twice, the later entry wins (numpy assignment order).
+  """
+  sparse[rows, cols, :2] = uv
+  sparse[rows, cols, 2:] = 1.0
+  return sparse
 
 
 # --------------------------------------------------------------------------------------------------
