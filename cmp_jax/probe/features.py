@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from cmp_jax import fileio, models
+from cmp_jax.data import transforms
 from cmp_jax.evaluators.common import Progress
 from cmp_jax.probe import datasets
 
@@ -128,7 +129,7 @@ def make_feature_fn(encoder, layers, pool):
 def prepare(image, target, image_size, label_size, mean, std, task):
   """Resized, normalised float32 image and the target (int, or a label_size^2 uint8 mask, nearest)."""
   im = Image.fromarray(image).resize((image_size, image_size), Image.BICUBIC)
-  x = (np.asarray(im, np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+  x = transforms.normalise(np.asarray(im.convert("RGB")), transforms.normalise_table(mean, std))
   if task == "classification":
     return x, int(target)
   mask = Image.fromarray(np.asarray(target, np.int32).astype(np.uint8) if np.max(target) < 256 else
