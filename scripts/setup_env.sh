@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv (if missing) and installs the pinned stack into it. Idempotent.
+#   bash scripts/setup_env.sh            the Python stack (the main job)
+#   bash scripts/setup_env.sh browser    also headless Chromium for the demo page's test (test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -14,7 +16,7 @@ if ! .venv/bin/python -c "import jax, flax, optax, orbax.checkpoint, tensorflow,
 fi
 # Headless Chromium and its driver for the demo page's browser test (tests/test_app.py), from Debian's
 # packages, only where missing (root, as on CI; elsewhere the test skips with the reason).
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+if [ "${1:-}" = browser ] && { ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; }; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "[setup] installing chromium and chromium-driver (apt-get) for the demo page's browser test"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
