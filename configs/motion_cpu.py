@@ -43,6 +43,7 @@ def get_config(arg=None):
   c.data.crop_size = (160, 160)
   c.data.sample_bg_ratio = 1.0 / 83.5 ** 2  # int(sqrt(1 / r)) = 83: grid stride 83 px, a 2x2 grid
   c.data.nms_ks = 33
+  c.sparse_val = False  # val/* already draws its guidance at the paper's density (config_lib.paper_density)
   c.data.aug_flip = True
   c.data.aug_reverse = True
   c.data.aug_rotate = True
