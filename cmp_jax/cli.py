@@ -114,6 +114,17 @@ def _config_file(argv):
   return "no --config given"
 
 
+def main_of(argv, define, body, doc="", required=("config",), user_errors=()):
+  """The `main(argv)` of a tool: parses `argv` (see `parse`) and returns `body(flags)`; a UsageError, an
+  OSError or one of `user_errors` is reported as one `error:` line and gives exit code 2."""
+  try:
+    args, _ = parse(argv, define, doc, required)
+    return body(args)
+  except (UsageError, OSError) + tuple(user_errors) as e:
+    print(f"error: {e}", file=_terminal or sys.stderr, flush=True)
+    return 2
+
+
 def run(main: Callable[[Sequence[str]], int], user_errors=()):
   """Runs `main(sys.argv)` as a program: its return value is the exit code; UsageError and `user_errors`
   are reported by `fail`."""

@@ -72,12 +72,8 @@ def define_flags(fv):
 
 def main(argv):
   """The command line (see the module docstring); returns the exit code, 2 for a bad input."""
-  try:
-    args, _ = cli.parse(argv, define_flags, __doc__, required=("config", "image"))
-    return _main(args)
-  except (cli.UsageError, PropagateError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  return cli.main_of(argv, define_flags, _main, __doc__, required=("config", "image"),
+                     user_errors=(PropagateError,))
 
 
 def _main(args):

@@ -150,12 +150,8 @@ def define_flags(fv):
 
 
 def main(argv):
-  try:
-    args, _ = cli.parse(argv, define_flags, __doc__, required=("config", "image", "out"))
-    return _main(args)
-  except (cli.UsageError, inference.InferenceError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  return cli.main_of(argv, define_flags, _main, __doc__, required=("config", "image", "out"),
+                     user_errors=(inference.InferenceError,))
 
 
 def _main(args):
