@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmp_jax.models.layers import resize_bilinear_align_corners
+from cmp_jax.models.layers import _align_corners_taps, resize_bilinear_align_corners
 
 NBINS = 99
 FMAX = 50.0
@@ -59,11 +59,29 @@ def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jax.nn.logsumexp(logits, axis=-1) - target
 
 
+# Elements of upsampled logits held at once by `discrete_loss_per_sample` (32 MB of float32).
+LOSS_CHUNK_ELEMENTS = 1 << 23
+
+
+def _rows_per_chunk(batch: int, height: int, row_elements: int, budget: int = LOSS_CHUNK_ELEMENTS) -> int:
+  """The largest divisor of `height` whose chunk of rows holds at most `budget` elements (at least 1)."""
+  best = 1
+  for r in range(1, height + 1):
+    if height % r == 0 and batch * r * row_elements <= budget:
+      best = r
+  return best
+
+
 def discrete_loss_per_sample(logits: jax.Array, flow: jax.Array, nbins: int = NBINS,
                              fmax: float = FMAX) -> jax.Array:
   """Per-sample DiscreteLoss [B]: mean over H*W of CE_u + CE_v.
 
   `discrete_loss` (no weights) is the mean of this over the batch.
+
+  The logits are upsampled to the flow's size (bilinear, align_corners=True, along W then H as
+  `resize_bilinear_align_corners`) a chunk of output rows at a time inside a rematerialised scan, so the
+  [B, H, W, 2 * nbins] upsampled logits (934 MB for the skip-layer decoder at batch 8, 384 x 384) are
+  never held in memory, forward or backward. Same values as upsampling everything first, to rounding.
 
   Args:
     logits: [B, h, w, 2 * nbins] (any float dtype; computed in float32).
@@ -74,11 +92,44 @@ def discrete_loss_per_sample(logits: jax.Array, flow: jax.Array, nbins: int = NB
     raise ValueError(f"logits must be [B, h, w, {2 * nbins}] (2 * nbins channels), got {logits.shape}")
   if flow.ndim != 4 or flow.shape[-1] != 2 or flow.shape[0] != logits.shape[0]:
     raise ValueError(f"flow must be [B, H, W, 2] with B = {logits.shape[0]}, got {flow.shape}")
-  logits = resize_bilinear_align_corners(logits.astype(jnp.float32), flow.shape[1:3])
+  logits = logits.astype(jnp.float32)
   bins = flow_to_bins(flow, nbins, fmax)
-  ce_u = _cross_entropy(logits[..., :nbins], bins[..., 0])
-  ce_v = _cross_entropy(logits[..., nbins:], bins[..., 1])
-  return jnp.mean(ce_u, axis=(1, 2)) + jnp.mean(ce_v, axis=(1, 2))
+  b, h, w, c2 = logits.shape
+  out_h, out_w = flow.shape[1:3]
+
+  def ce_sums(up, lab):  # [B, R, W, 2 nbins], [B, R, W, 2] -> [B] sums of CE_u + CE_v over the rows
+    ce = _cross_entropy(up[..., :nbins], lab[..., 0]) + _cross_entropy(up[..., nbins:], lab[..., 1])
+    return jnp.sum(ce, axis=(1, 2))
+
+  if (h, w) == (out_h, out_w):
+    return ce_sums(logits, bins) / (out_h * out_w)
+
+  # Upsampling taps along H (per output row) and W; W is interpolated inside each chunk.
+  if h == out_h:
+    rows0, rows1 = np.arange(out_h), np.arange(out_h)
+    lam0, lam1 = np.ones(out_h, np.float32), np.zeros(out_h, np.float32)
+  else:
+    rows0, rows1, lam0, lam1 = _align_corners_taps(h, out_h)
+  chunk = _rows_per_chunk(b, out_h, out_w * c2)
+  n_chunks = out_h // chunk
+  rows0, rows1 = jnp.asarray(rows0.reshape(n_chunks, chunk)), jnp.asarray(rows1.reshape(n_chunks, chunk))
+  lam0, lam1 = jnp.asarray(lam0.reshape(n_chunks, chunk)), jnp.asarray(lam1.reshape(n_chunks, chunk))
+  bins = bins.reshape(b, n_chunks, chunk, out_w, 2).swapaxes(0, 1)
+
+  @jax.checkpoint
+  def chunk_sums(logits, r0, r1, l0, l1, lab):
+    up_w = lambda rows: resize_bilinear_align_corners(jnp.take(logits, rows, axis=1), (chunk, out_w))
+    if h == out_h:
+      up = up_w(r0)
+    else:
+      up = l0[None, :, None, None] * up_w(r0) + l1[None, :, None, None] * up_w(r1)
+    return ce_sums(up, lab)
+
+  def body(total, xs):
+    return total + chunk_sums(logits, *xs), None
+
+  total, _ = jax.lax.scan(body, jnp.zeros((b,), jnp.float32), (rows0, rows1, lam0, lam1, bins))
+  return total / (out_h * out_w)
 
 
 def discrete_loss(logits: jax.Array, flow: jax.Array, nbins: int = NBINS, fmax: float = FMAX,
