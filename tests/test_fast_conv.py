@@ -64,7 +64,8 @@ def test_fast_conv_matches_xla_conv_float64(case):
       assert _rel(a, b) <= 1e-12, f"{name}: {_rel(a, b):.1e}"
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[6]], ids=["1x1", "3x3s2", "3x3d4"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[6], (2, 9, 32, 8, 3, 2, 1, 1), (2, 12, 64, 8, 3, 1, 4, 4)],
+                         ids=["1x1", "3x3s2", "3x3d4", "3x3s2-matmul", "3x3d4-matmul"])
 def test_fast_conv_bfloat16_is_close(case):
   out = _run(case, jnp.bfloat16)
   ref = _run(case, jnp.float32)["ref"]
@@ -79,3 +80,28 @@ def test_fast_conv_under_jit_and_second_order_shapes():
   g = jax.jit(jax.grad(lambda w_: jnp.sum(layers.conv2d(x, w_, 1, 1, 1) ** 2)))(w)
   g_ref = jax.grad(lambda w_: jnp.sum(layers.conv2d_reference(x, w_, 1, 1, 1) ** 2))(w)
   np.testing.assert_allclose(g, g_ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", [(2, 8, 32, 6, 3, 1, 1, 1), (2, 9, 32, 6, 3, 2, 1, 1), (1, 12, 30, 5, 3, 1, 2, 2),
+                                  (2, 14, 29, 4, 3, 1, 4, 4), (2, 10, 12, 6, 5, 1, 2, 1), (2, 20, 3, 5, 11, 4, 5, 1),
+                                  (1, 7, 32, 3, 3, 1, 0, 1)],
+                         ids=["3x3", "3x3s2", "d2", "d4", "5x5", "11x11s4", "nopad"])
+def test_matmul_formulation_matches_xla_conv(case):
+  """The bf16 path's matmul formulation (forward, input and kernel gradients), checked in float32."""
+  b, n, cin, cout, k, s, p, d = case
+  rng = np.random.default_rng(sum(case))
+  x = jnp.asarray(rng.normal(size=(b, n, n, cin)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(k, k, cin, cout)) / np.sqrt(k * k * cin), jnp.float32)
+  y, vjp = jax.vjp(lambda x_, w_: layers.conv2d_reference(x_, w_, s, p, d), x, w)
+  dy = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+  dx, dw = vjp(dy)
+  assert _rel(layers._matmul_conv(x, w, s, p, d), y) <= 2e-6
+  assert _rel(layers._matmul_input_grad(dy, w, x.shape, s, p, d), dx) <= 2e-6
+  assert _rel(layers._matmul_kernel_grad(x, dy, k, s, p, d), dw) <= 2e-6
+
+
+def test_bfloat16_uses_the_matmul_path_above_the_depth_threshold():
+  x = jnp.zeros((1, 8, 8, 32), jnp.bfloat16)
+  assert layers._use_matmul_conv(x, jnp.zeros((3, 3, 32, 4), jnp.bfloat16))
+  assert not layers._use_matmul_conv(x.astype(jnp.float32), jnp.zeros((3, 3, 32, 4)))
+  assert not layers._use_matmul_conv(x[..., :3], jnp.zeros((7, 7, 3, 4), jnp.bfloat16))  # the stem: 147
