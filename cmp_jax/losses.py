@@ -63,6 +63,19 @@ def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 LOSS_CHUNK_ELEMENTS = 1 << 23
 
 
+# Inputs up to this size are upsampled by a matmul with the dense interpolation matrix in the loss.
+DENSE_INTERP_MAX = 64
+
+
+def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """[n_out, n_in] float32 matrix of align-corners linear interpolation (2 nonzeros a row at most)."""
+  i0, i1, lam0, lam1 = _align_corners_taps(n_in, n_out)
+  m = np.zeros((n_out, n_in), np.float32)
+  np.add.at(m, (np.arange(n_out), i0), lam0)
+  np.add.at(m, (np.arange(n_out), i1), lam1)
+  return m
+
+
 def _rows_per_chunk(batch: int, height: int, row_elements: int, budget: int = LOSS_CHUNK_ELEMENTS) -> int:
   """The largest divisor of `height` whose chunk of rows holds at most `budget` elements (at least 1)."""
   best = 1
@@ -78,8 +91,8 @@ def discrete_loss_per_sample(logits: jax.Array, flow: jax.Array, nbins: int = NB
 
   `discrete_loss` (no weights) is the mean of this over the batch.
 
-  The logits are upsampled to the flow's size (bilinear, align_corners=True, along W then H as
-  `resize_bilinear_align_corners`) a chunk of output rows at a time inside a rematerialised scan, so the
+  The logits are upsampled to the flow's size (bilinear, align_corners=True) a chunk of output rows at a
+  time inside a rematerialised scan (small inputs by matmuls with the interpolation matrices), so the
   [B, H, W, 2 * nbins] upsampled logits (934 MB for the skip-layer decoder at batch 8, 384 x 384) are
   never held in memory, forward or backward. Same values as upsampling everything first, to rounding.
 
@@ -104,31 +117,40 @@ def discrete_loss_per_sample(logits: jax.Array, flow: jax.Array, nbins: int = NB
   if (h, w) == (out_h, out_w):
     return ce_sums(logits, bins) / (out_h * out_w)
 
-  # Upsampling taps along H (per output row) and W; W is interpolated inside each chunk.
-  if h == out_h:
-    rows0, rows1 = np.arange(out_h), np.arange(out_h)
-    lam0, lam1 = np.ones(out_h, np.float32), np.zeros(out_h, np.float32)
-  else:
-    rows0, rows1, lam0, lam1 = _align_corners_taps(h, out_h)
+  # Each axis is interpolated inside each chunk of output rows, either as a matmul with the dense
+  # [n_out, n_in] interpolation matrix (small inputs: 2 * n_in flops per output, and a matmul's backward is
+  # a matmul) or by gathering the two source rows/columns (large inputs; a gather's backward is a
+  # scatter-add, slow on CPU).
   chunk = _rows_per_chunk(b, out_h, out_w * c2)
   n_chunks = out_h // chunk
-  rows0, rows1 = jnp.asarray(rows0.reshape(n_chunks, chunk)), jnp.asarray(rows1.reshape(n_chunks, chunk))
-  lam0, lam1 = jnp.asarray(lam0.reshape(n_chunks, chunk)), jnp.asarray(lam1.reshape(n_chunks, chunk))
   bins = bins.reshape(b, n_chunks, chunk, out_w, 2).swapaxes(0, 1)
+  dense_h = h <= DENSE_INTERP_MAX
+  if dense_h:
+    row_taps = (jnp.asarray(_interp_matrix(h, out_h).reshape(n_chunks, chunk, h)),)
+  else:
+    rows0, rows1, lam0, lam1 = _align_corners_taps(h, out_h)
+    row_taps = tuple(jnp.asarray(a.reshape(n_chunks, chunk)) for a in (rows0, rows1, lam0, lam1))
+  if w <= DENSE_INTERP_MAX:
+    mw = jnp.asarray(_interp_matrix(w, out_w))
+    up_w = lambda x: jnp.einsum("Ww,brwc->brWc", mw, x)
+  else:
+    up_w = lambda x: resize_bilinear_align_corners(x, (x.shape[1], out_w))
 
   @jax.checkpoint
-  def chunk_sums(logits, r0, r1, l0, l1, lab):
-    up_w = lambda rows: resize_bilinear_align_corners(jnp.take(logits, rows, axis=1), (chunk, out_w))
-    if h == out_h:
-      up = up_w(r0)
+  def chunk_sums(logits, taps, lab):
+    if dense_h:
+      up = up_w(jnp.einsum("rh,bhwc->brwc", taps[0], logits))
     else:
-      up = l0[None, :, None, None] * up_w(r0) + l1[None, :, None, None] * up_w(r1)
+      r0, r1, l0, l1 = taps
+      up = (l0[None, :, None, None] * up_w(jnp.take(logits, r0, axis=1))
+            + l1[None, :, None, None] * up_w(jnp.take(logits, r1, axis=1)))
     return ce_sums(up, lab)
 
   def body(total, xs):
-    return total + chunk_sums(logits, *xs), None
+    taps, lab = xs
+    return total + chunk_sums(logits, taps, lab), None
 
-  total, _ = jax.lax.scan(body, jnp.zeros((b,), jnp.float32), (rows0, rows1, lam0, lam1, bins))
+  total, _ = jax.lax.scan(body, jnp.zeros((b,), jnp.float32), (row_taps, bins))
   return total / (out_h * out_w)
 
 

@@ -19,7 +19,9 @@ def _upsample_first(logits, flow, nbins=99, fmax=50.0):
 
 
 @pytest.mark.parametrize("logit_size, flow_size", [((3, 4), (24, 32)), ((6, 6), (6, 6)), ((1, 1), (5, 3)),
-                                                   ((8, 5), (8, 20)), ((5, 8), (20, 8)), ((12, 12), (96, 96))])
+                                                   ((8, 5), (8, 20)), ((5, 8), (20, 8)), ((12, 12), (96, 96)),
+                                                   ((5, 70), (20, 140)), ((70, 5), (140, 20)), ((66, 66), (66, 66)),
+                                                   ((70, 70), (70, 90))])
 @pytest.mark.parametrize("budget", [None, 1 << 14])
 def test_chunked_loss_matches_upsampling_first(logit_size, flow_size, budget, monkeypatch):
   if budget:
@@ -34,6 +36,14 @@ def test_chunked_loss_matches_upsampling_first(logit_size, flow_size, budget, mo
   v_ref, g_ref = jax.jit(jax.value_and_grad(f_ref))(logits)
   np.testing.assert_allclose(v_new, v_ref, rtol=2e-6)
   np.testing.assert_allclose(g_new, g_ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(g_ref).max()))
+
+
+def test_interp_matrix_rows():
+  m = losses._interp_matrix(12, 384)
+  assert m.shape == (384, 12)
+  np.testing.assert_allclose(m.sum(1), 1.0, rtol=1e-6)
+  assert m[0, 0] == 1.0 and m[-1, -1] == 1.0
+  assert (np.count_nonzero(m, axis=1) <= 2).all()
 
 
 def test_rows_per_chunk_divides_the_height():
