@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmp_jax.models.layers import resize_bilinear_align_corners
+from cmp_jax.models.layers import _align_corners_taps, resize_bilinear_align_corners
 
 NBINS = 99
 FMAX = 50.0
@@ -59,11 +59,42 @@ def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jax.nn.logsumexp(logits, axis=-1) - target
 
 
+# Elements of upsampled logits held at once by `discrete_loss_per_sample` (32 MB of float32).
+LOSS_CHUNK_ELEMENTS = 1 << 23
+
+
+# Inputs up to this size are upsampled by a matmul with the dense interpolation matrix in the loss.
+DENSE_INTERP_MAX = 64
+
+
+def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """[n_out, n_in] float32 matrix of align-corners linear interpolation (2 nonzeros a row at most)."""
+  i0, i1, lam0, lam1 = _align_corners_taps(n_in, n_out)
+  m = np.zeros((n_out, n_in), np.float32)
+  np.add.at(m, (np.arange(n_out), i0), lam0)
+  np.add.at(m, (np.arange(n_out), i1), lam1)
+  return m
+
+
+def _rows_per_chunk(batch: int, height: int, row_elements: int, budget: int = LOSS_CHUNK_ELEMENTS) -> int:
+  """The largest divisor of `height` whose chunk of rows holds at most `budget` elements (at least 1)."""
+  best = 1
+  for r in range(1, height + 1):
+    if height % r == 0 and batch * r * row_elements <= budget:
+      best = r
+  return best
+
+
 def discrete_loss_per_sample(logits: jax.Array, flow: jax.Array, nbins: int = NBINS,
                              fmax: float = FMAX) -> jax.Array:
   """Per-sample DiscreteLoss [B]: mean over H*W of CE_u + CE_v.
 
   `discrete_loss` (no weights) is the mean of this over the batch.
+
+  The logits are upsampled to the flow's size (bilinear, align_corners=True) a chunk of output rows at a
+  time inside a rematerialised scan (small inputs by matmuls with the interpolation matrices), so the
+  [B, H, W, 2 * nbins] upsampled logits (934 MB for the skip-layer decoder at batch 8, 384 x 384) are
+  never held in memory, forward or backward. Same values as upsampling everything first, to rounding.
 
   Args:
     logits: [B, h, w, 2 * nbins] (any float dtype; computed in float32).
@@ -74,11 +105,53 @@ def discrete_loss_per_sample(logits: jax.Array, flow: jax.Array, nbins: int = NB
     raise ValueError(f"logits must be [B, h, w, {2 * nbins}] (2 * nbins channels), got {logits.shape}")
   if flow.ndim != 4 or flow.shape[-1] != 2 or flow.shape[0] != logits.shape[0]:
     raise ValueError(f"flow must be [B, H, W, 2] with B = {logits.shape[0]}, got {flow.shape}")
-  logits = resize_bilinear_align_corners(logits.astype(jnp.float32), flow.shape[1:3])
+  logits = logits.astype(jnp.float32)
   bins = flow_to_bins(flow, nbins, fmax)
-  ce_u = _cross_entropy(logits[..., :nbins], bins[..., 0])
-  ce_v = _cross_entropy(logits[..., nbins:], bins[..., 1])
-  return jnp.mean(ce_u, axis=(1, 2)) + jnp.mean(ce_v, axis=(1, 2))
+  b, h, w, c2 = logits.shape
+  out_h, out_w = flow.shape[1:3]
+
+  def ce_sums(up, lab):  # [B, R, W, 2 nbins], [B, R, W, 2] -> [B] sums of CE_u + CE_v over the rows
+    ce = _cross_entropy(up[..., :nbins], lab[..., 0]) + _cross_entropy(up[..., nbins:], lab[..., 1])
+    return jnp.sum(ce, axis=(1, 2))
+
+  if (h, w) == (out_h, out_w):
+    return ce_sums(logits, bins) / (out_h * out_w)
+
+  # Each axis is interpolated inside each chunk of output rows, either as a matmul with the dense
+  # [n_out, n_in] interpolation matrix (small inputs: 2 * n_in flops per output, and a matmul's backward is
+  # a matmul) or by gathering the two source rows/columns (large inputs; a gather's backward is a
+  # scatter-add, slow on CPU).
+  chunk = _rows_per_chunk(b, out_h, out_w * c2)
+  n_chunks = out_h // chunk
+  bins = bins.reshape(b, n_chunks, chunk, out_w, 2).swapaxes(0, 1)
+  dense_h = h <= DENSE_INTERP_MAX
+  if dense_h:
+    row_taps = (jnp.asarray(_interp_matrix(h, out_h).reshape(n_chunks, chunk, h)),)
+  else:
+    rows0, rows1, lam0, lam1 = _align_corners_taps(h, out_h)
+    row_taps = tuple(jnp.asarray(a.reshape(n_chunks, chunk)) for a in (rows0, rows1, lam0, lam1))
+  if w <= DENSE_INTERP_MAX:
+    mw = jnp.asarray(_interp_matrix(w, out_w))
+    up_w = lambda x: jnp.einsum("Ww,brwc->brWc", mw, x)
+  else:
+    up_w = lambda x: resize_bilinear_align_corners(x, (x.shape[1], out_w))
+
+  @jax.checkpoint
+  def chunk_sums(logits, taps, lab):
+    if dense_h:
+      up = up_w(jnp.einsum("rh,bhwc->brwc", taps[0], logits))
+    else:
+      r0, r1, l0, l1 = taps
+      up = (l0[None, :, None, None] * up_w(jnp.take(logits, r0, axis=1))
+            + l1[None, :, None, None] * up_w(jnp.take(logits, r1, axis=1)))
+    return ce_sums(up, lab)
+
+  def body(total, xs):
+    taps, lab = xs
+    return total + chunk_sums(logits, taps, lab), None
+
+  total, _ = jax.lax.scan(body, jnp.zeros((b,), jnp.float32), (row_taps, bins))
+  return total / (out_h * out_w)
 
 
 def discrete_loss(logits: jax.Array, flow: jax.Array, nbins: int = NBINS, fmax: float = FMAX,

@@ -12,6 +12,7 @@ Everything here reproduces a PyTorch op exactly as the original uses it:
 * `max_pool` / `avg_pool`: PyTorch floor mode, max-pool padding with -inf.
 """
 
+import functools
 from typing import Any, Optional, Tuple
 
 import flax.linen as nn
@@ -168,11 +169,223 @@ def param_dtype(dtype) -> Any:
   return jnp.promote_types(jnp.float32, dtype)
 
 
+def _acc_dtype(dtype):
+  """Accumulation dtype of the matmuls: float32, or float64 for float64 (parity tests)."""
+  return jnp.promote_types(jnp.float32, dtype)
+
+
+def conv2d_reference(x, kernel, stride: int = 1, padding: int = 0, dilation: int = 1):
+  """`nn.Conv2d` (no bias) as one XLA convolution, NHWC x HWIO -> NHWC: the plain formulation.
+
+  `conv2d` computes the same values faster on CPU; this one is kept for tests and benchmarks.
+  """
+  s, p, d = stride, padding, dilation
+  return jax.lax.conv_general_dilated(x, kernel, window_strides=(s, s), padding=((p, p), (p, p)),
+                                      rhs_dilation=(d, d), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _taps(xp, k: int, stride: int, dilation: int, out_h: int, out_w: int):
+  """The k*k shifted (strided) views of a padded input, one per kernel tap, in (ky, kx) order."""
+  s, d = stride, dilation
+  return [jax.lax.slice(xp, (0, ky * d, kx * d, 0),
+                        (xp.shape[0], ky * d + (out_h - 1) * s + 1, kx * d + (out_w - 1) * s + 1, xp.shape[3]),
+                        (1, s, s, 1))
+          for ky in range(k) for kx in range(k)]
+
+
+def _kernel_grad(x, dy, k: int, stride: int, padding: int, dilation: int):
+  """d(loss)/d(kernel) of a k x k conv as im2col matmuls, one sample at a time, summed.
+
+  XLA:CPU runs the weight gradient of a convolution as another convolution whose kernel is the whole
+  output map, which is slow (several times the forward) on large maps. Here, per sample, the k*k shifted
+  views are concatenated into an [h*w, k*k*Cin] matrix and multiplied by dy [h*w, Cout]; a scan over
+  the batch keeps the im2col buffer one sample large. Accumulates in float32 (float64 for float64).
+  """
+  cin, cout = x.shape[-1], dy.shape[-1]
+  out_h, out_w = dy.shape[1:3]
+  acc = _acc_dtype(x.dtype)
+  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+
+  def one(total, sample):
+    xi, dyi = sample
+    cols = jnp.concatenate(_taps(xi[None], k, stride, dilation, out_h, out_w), axis=-1)
+    cols = cols.reshape(out_h * out_w, k * k * cin)
+    g = jax.lax.dot_general(cols, dyi.reshape(out_h * out_w, cout), (((0,), (0,)), ((), ())),
+                            preferred_element_type=acc)
+    return total + g, None
+
+  total, _ = jax.lax.scan(one, jnp.zeros((k * k * cin, cout), acc), (xp, dy))
+  return total.reshape(k, k, cin, cout)
+
+
+def _out_size(n: int, k: int, stride: int, padding: int, dilation: int) -> int:
+  return (n + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+def _matmul_conv(x, kernel, stride: int, padding: int, dilation: int):
+  """A k x k conv as per-sample im2col matmuls [h*w, k*k*Cin] @ [k*k*Cin, Cout] (float32 accumulation).
+
+  In bfloat16 these matmuls run on the CPU's bf16 matrix units (AMX), which XLA:CPU's bf16 convolution
+  does not use: about 2x faster than the convolution for ResNet-50's 3x3 layers.
+  """
+  k, cin, cout = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+  out_h = _out_size(x.shape[1], k, stride, padding, dilation)
+  out_w = _out_size(x.shape[2], k, stride, padding, dilation)
+  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  wm = kernel.reshape(k * k * cin, cout)
+
+  def one(xi):
+    cols = jnp.concatenate(_taps(xi[None], k, stride, dilation, out_h, out_w), axis=-1)
+    y = jnp.dot(cols.reshape(out_h * out_w, k * k * cin), wm, preferred_element_type=_acc_dtype(x.dtype))
+    return y.astype(x.dtype).reshape(out_h, out_w, cout)
+
+  return jax.lax.map(one, xp)
+
+
+def _matmul_input_grad(dy, kernel, x_shape, stride: int, padding: int, dilation: int):
+  """d(loss)/d(input) of a k x k conv as per-sample matmuls dy @ kernel^T, then col2im (shifted adds)."""
+  k, cin, cout = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+  _, height, width, _ = x_shape
+  out_h, out_w = dy.shape[1:3]
+  hp, wp = height + 2 * padding, width + 2 * padding
+  wt = kernel.reshape(k * k * cin, cout).T
+  s, d = stride, dilation
+  acc = _acc_dtype(dy.dtype)
+
+  def one(dyi):
+    dcols = jnp.dot(dyi.reshape(out_h * out_w, cout), wt, preferred_element_type=acc)
+    dcols = dcols.reshape(out_h, out_w, k * k, cin)
+    total = None
+    for ky in range(k):
+      for kx in range(k):
+        placed = jax.lax.pad(dcols[:, :, ky * k + kx], jnp.zeros((), acc),
+                             ((ky * d, hp - ky * d - ((out_h - 1) * s + 1), s - 1),
+                              (kx * d, wp - kx * d - ((out_w - 1) * s + 1), s - 1), (0, 0, 0)))
+        total = placed if total is None else total + placed
+    return total[padding:padding + height, padding:padding + width].astype(dy.dtype)
+
+  return jax.lax.map(one, dy)
+
+
+def _matmul_kernel_grad(x, dy, k: int, stride: int, padding: int, dilation: int):
+  """d(loss)/d(kernel) as per-sample [k*k*Cin, h*w] @ [h*w, Cout] matmuls (the transposed im2col is built
+  from a channels-first copy of the input, so the matmul has the layout XLA:CPU sends to AMX in bf16)."""
+  cin, cout = x.shape[-1], dy.shape[-1]
+  out_h, out_w = dy.shape[1:3]
+  s, d = stride, dilation
+  acc = _acc_dtype(x.dtype)
+  xpt = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))).transpose(0, 3, 1, 2)
+
+  def one(total, sample):
+    xi, dyi = sample  # [Cin, Hp, Wp], [h, w, Cout]
+    cols_t = jnp.concatenate([
+        jax.lax.slice(xi, (0, ky * d, kx * d), (cin, ky * d + (out_h - 1) * s + 1, kx * d + (out_w - 1) * s + 1),
+                      (1, s, s))
+        for ky in range(k) for kx in range(k)], axis=0).reshape(k * k * cin, out_h * out_w)
+    return total + jnp.dot(cols_t, dyi.reshape(out_h * out_w, cout), preferred_element_type=acc), None
+
+  total, _ = jax.lax.scan(one, jnp.zeros((k * k * cin, cout), acc), (xpt, dy))
+  return total.reshape(k, k, cin, cout)
+
+
+# k x k convs whose im2col rows have at least this many entries (k*k*Cin) run as matmuls in bfloat16.
+MATMUL_CONV_MIN_DEPTH = 256
+
+
+def _use_matmul_conv(x, kernel) -> bool:
+  k, cin = kernel.shape[0], kernel.shape[2]
+  return x.dtype == jnp.bfloat16 and k * k * cin >= MATMUL_CONV_MIN_DEPTH
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_kxk(x, kernel, stride, padding, dilation):
+  if _use_matmul_conv(x, kernel):
+    return _matmul_conv(x, kernel, stride, padding, dilation)
+  return conv2d_reference(x, kernel, stride, padding, dilation)
+
+
+def _conv_kxk_fwd(x, kernel, stride, padding, dilation):
+  return _conv_kxk(x, kernel, stride, padding, dilation), (x, kernel)
+
+
+def _conv_kxk_bwd(stride, padding, dilation, res, dy):
+  x, kernel = res
+  k = kernel.shape[0]
+  if _use_matmul_conv(x, kernel):
+    dx = _matmul_input_grad(dy, kernel, x.shape, stride, padding, dilation)
+    dk = _matmul_kernel_grad(x, dy, k, stride, padding, dilation)
+    return dx, dk.astype(kernel.dtype)
+  # The input gradient is XLA's own (a convolution of dy with the flipped kernel, fast); unused input
+  # gradients (the stem's) are removed by XLA.
+  _, vjp_x = jax.vjp(lambda a: conv2d_reference(a, kernel, stride, padding, dilation), x)
+  (dx,) = vjp_x(dy)
+  dk = _kernel_grad(x, dy, k, stride, padding, dilation)
+  return dx, dk.astype(kernel.dtype)
+
+
+_conv_kxk.defvjp(_conv_kxk_fwd, _conv_kxk_bwd)
+
+
+@jax.custom_vjp
+def _matmul_1x1(x, w):
+  """A 1x1 conv in bfloat16 ([..., Cin] @ [Cin, Cout]) whose matmuls accumulate in float32.
+
+  XLA:CPU sends a bf16 x bf16 -> float32 matmul to AMX, but a bf16 -> bf16 one (what autodiff of a plain
+  bf16 dot gives) to a slower kernel. The kernel gradient (a matmul contracting the long pixel axis of
+  both operands) runs in float32, which XLA:CPU does faster than in bf16 for that layout.
+  """
+  return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())),
+                             preferred_element_type=jnp.float32).astype(x.dtype)
+
+
+def _matmul_1x1_fwd(x, w):
+  return _matmul_1x1(x, w), (x, w)
+
+
+def _matmul_1x1_bwd(res, dy):
+  x, w = res
+  dx = jax.lax.dot_general(dy, w, (((dy.ndim - 1,), (1,)), ((), ())),
+                           preferred_element_type=jnp.float32).astype(x.dtype)
+  cin, cout = w.shape
+  dw = jax.lax.dot_general(x.reshape(-1, cin).astype(jnp.float32), dy.reshape(-1, cout).astype(jnp.float32),
+                           (((0,), (0,)), ((), ())))
+  return dx, dw.astype(w.dtype)
+
+
+_matmul_1x1.defvjp(_matmul_1x1_fwd, _matmul_1x1_bwd)
+
+
+def conv2d(x, kernel, stride: int = 1, padding: int = 0, dilation: int = 1):
+  """`nn.Conv2d` (no bias), NHWC x HWIO -> NHWC, in the formulation XLA:CPU runs fastest.
+
+  Same values as `conv2d_reference` to float rounding:
+  * 1x1 convs (no padding) are matmuls (`dot_general`) over the channels, after subsampling the input by
+    the stride: forward and both gradients are then matmuls, ~2.7x faster than XLA's convolution.
+  * k x k convs, through a custom VJP: in float32, XLA's convolution forward and input gradient and the
+    kernel gradient as im2col matmuls (`_kernel_grad`); in bfloat16 (when k*k*Cin >= 256), all three as
+    per-sample im2col matmuls (`_matmul_conv`, `_matmul_input_grad`, `_matmul_kernel_grad`) on AMX.
+  """
+  k = kernel.shape[0]
+  if kernel.shape[1] != k:
+    raise ValueError(f"conv2d: square kernels only, got {kernel.shape[:2]}")
+  if k == 1 and padding == 0:
+    if stride > 1:
+      x = x[:, ::stride, ::stride, :]
+    if x.dtype == jnp.bfloat16:
+      y = _matmul_1x1(x, kernel[0, 0])
+    else:
+      y = jax.lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())))
+  else:
+    y = _conv_kxk(x, kernel, stride, padding, dilation)
+  return y
+
+
 class Conv(nn.Module):
   """`nn.Conv2d` with symmetric zero padding and the original's effective init.
 
   The kernel is HWIO (`kernel`), the bias `bias`; parameters are float32
-  (float64 when `dtype` is float64) and the computation runs in `dtype`.
+  (float64 when `dtype` is float64) and the computation runs in `dtype`
+  (through `conv2d`, the fast formulation).
   """
   features: int
   kernel_size: int
@@ -187,10 +400,7 @@ class Conv(nn.Module):
     k, p, s, d = self.kernel_size, self.padding, self.stride, self.dilation
     pdt = param_dtype(self.dtype)
     kernel = self.param("kernel", conv_kernel_init, (k, k, x.shape[-1], self.features), pdt)
-    y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype), window_strides=(s, s),
-        padding=((p, p), (p, p)), rhs_dilation=(d, d),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), s, p, d)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), pdt)
       y = y + bias.astype(self.dtype)
