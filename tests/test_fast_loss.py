@@ -23,7 +23,9 @@ def _upsample_first(logits, flow, nbins=99, fmax=50.0):
                                                    ((5, 70), (20, 140)), ((70, 5), (140, 20)), ((66, 66), (66, 66)),
                                                    ((70, 70), (70, 90))])
 @pytest.mark.parametrize("budget", [None, 1 << 14])
-def test_chunked_loss_matches_upsampling_first(logit_size, flow_size, budget, monkeypatch):
+@pytest.mark.parametrize("dense_max", [0, 64])
+def test_chunked_loss_matches_upsampling_first(logit_size, flow_size, budget, dense_max, monkeypatch):
+  monkeypatch.setattr(losses, "DENSE_INTERP_MAX", dense_max)
   if budget:
     monkeypatch.setattr(losses, "LOSS_CHUNK_ELEMENTS", budget)  # many chunks
   k1, k2 = jax.random.split(jax.random.PRNGKey(0))
