@@ -17,7 +17,7 @@ from typing import Any, Iterator, Tuple
 import numpy as np
 
 from cmp_jax.evaluators import common
-from cmp_jax.probe import datasets, features, linear, metrics
+from cmp_jax.probe import datasets, features, linear
 
 
 class LinearProbe(common.Evaluator):

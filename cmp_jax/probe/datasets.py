@@ -22,7 +22,7 @@ before any work, with a `DatasetError` naming the file or setting. Images come b
 
 import dataclasses
 import os
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
