@@ -62,15 +62,10 @@ def resolve_config(config, overridden=()):
                       "from-torch` output folder, or 'random')")
     from cmp_jax import checkpoint
     try:
-      cfg_path = os.path.join(checkpoint.run_dir(os.path.expanduser(ckpt)), "config.json")
+      cfg_path, saved = checkpoint.read_run_config(checkpoint.run_dir(os.path.expanduser(ckpt)))
     except checkpoint.CheckpointError as e:
       raise EvalError(f"config.checkpoint: {e}") from None
-    if os.path.isfile(cfg_path):
-      try:
-        with open(cfg_path) as f:
-          saved = json.load(f)
-      except (OSError, ValueError) as e:
-        raise EvalError(f"{cfg_path}: not a readable config ({e})") from None
+    if saved is not None:
       keys = [("model", k) for k in saved.get("model", {}) if k in config.model]
       keys += [("data", k) for k in FROM_CHECKPOINT_DATA if k in saved.get("data", {})]
       for section, key in keys:

@@ -163,18 +163,30 @@ def write_run_config(directory, config):
   fileio.atomic_write_bytes(os.path.join(directory, "config.json"), config.to_json_best_effort(indent=2).encode())
 
 
+def read_run_config(directory):
+  """(path, dict) of `directory/config.json`, or (path, None) where there is none; CheckpointError when it
+  cannot be read as a config."""
+  path = os.path.join(directory, "config.json")
+  if not os.path.isfile(path):
+    return path, None
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    if not isinstance(saved, dict):
+      raise ValueError("not a JSON object")
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{path}: not a readable config ({e})") from None
+  return path, saved
+
+
 def check_model_config(directory, config, what=None):
   """Raises CheckpointError naming every architecture key (`models.ARCH_KEYS`) in which the config saved in
   `directory/config.json` differs from `config`. A folder without config.json (written by older versions)
   passes: its variables are still checked one by one when loaded."""
-  path = os.path.join(directory, "config.json")
-  if not os.path.isfile(path):
+  path, saved = read_run_config(directory)
+  if saved is None:
     return
-  try:
-    with open(path) as f:
-      saved = json.load(f).get("model", {})
-  except (OSError, ValueError, AttributeError) as e:
-    raise CheckpointError(f"{path}: not a readable config ({e})") from None
+  saved = saved.get("model", {})
   diffs = []
   for key in models.ARCH_KEYS:
     ours = list(config.model[key]) if key == "decoder_combo" else config.model[key]
