@@ -9,7 +9,11 @@ is also the position of the data stream). `cmp_jax.convert from-torch` writes th
 model variables only, so every tool loads either kind.
 
 `--checkpoint PATH` everywhere accepts a workdir, its `checkpoints/` folder, or
-one step folder.
+one step folder, or a packed model folder.
+
+Packed models (`pack`, `python -m cmp_jax.convert pack`): a folder with one file `weights.msgpack` (the
+model variables and the step, floats stored as bfloat16 by default; flax msgpack, read without executing
+code) and the run's `config.json`. One file so that a model shipped in the repository has one sha256.
 
 Atomicity (orbax-checkpoint 0.12.8, checked in its source): a save writes
 `checkpoints/<step>.orbax-checkpoint-tmp/`, writes `commit_success.txt` into
@@ -21,6 +25,7 @@ cleanup_tmp_directories) deletes such leftovers when a run restarts.
 """
 
 import glob
+import hashlib
 import json
 import os
 import re
@@ -29,7 +34,7 @@ import shutil
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from flax import traverse_util
+from flax import serialization, traverse_util
 
 from cmp_jax import fileio, models
 
@@ -47,6 +52,50 @@ def manager(directory, keep=None, cleanup_tmp=False):
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=cleanup_tmp)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                item_handlers=ocp.StandardCheckpointHandler())
+
+
+WEIGHTS_FILE = "weights.msgpack"
+
+
+def _packed(path):
+  """The packed weights file in folder `path`, or None."""
+  f = os.path.join(os.path.abspath(path), WEIGHTS_FILE)
+  return f if os.path.isfile(f) else None
+
+
+def sha256(path):
+  """Hex sha256 of a file's bytes."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def pack(directory, variables, config, step, dtype="bfloat16"):
+  """Writes `directory/weights.msgpack` (variables with floats cast to `dtype`, and the step) and
+  `directory/config.json`; returns the weights file's path."""
+  def cast(v):
+    v = np.asarray(v)
+    return v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v
+
+  tree = {"step": int(step), "params": jax.tree.map(cast, variables["params"]),
+          "batch_stats": jax.tree.map(cast, variables.get("batch_stats", {}))}
+  path = os.path.join(directory, WEIGHTS_FILE)
+  fileio.atomic_write_bytes(path, serialization.msgpack_serialize(tree))
+  write_run_config(directory, config)
+  return os.path.abspath(path)
+
+
+def _load_packed(path):
+  try:
+    with open(path, "rb") as f:
+      tree = serialization.msgpack_restore(f.read())
+    step = int(tree["step"])
+    variables = {"params": tree["params"], "batch_stats": tree.get("batch_stats", {})}
+  except Exception as e:  # msgpack raises several types for foreign or cut files
+    raise CheckpointError(f"could not read packed weights {path!r}: {type(e).__name__}: {e}") from None
+  return jax.tree.map(np.array, variables), step
 
 
 def _resolve(path):
@@ -137,6 +186,8 @@ def _restore_to_host(mngr, step):
 
 def load_variables(path):
   """Loads {'params', 'batch_stats'} (numpy) from a checkpoint path; returns (variables, step)."""
+  if _packed(path):
+    return _load_packed(_packed(path))
   ckpt_dir, step = _resolve(path)
   mngr = manager(ckpt_dir)
   try:
@@ -153,7 +204,9 @@ def load_variables(path):
 
 def run_dir(path):
   """The folder whose `config.json` describes the checkpoint at `path` (a workdir, its checkpoints/ folder,
-  one step folder, or a `convert from-torch` output folder)."""
+  one step folder, a `convert from-torch` output folder, or a packed model folder)."""
+  if _packed(path):
+    return os.path.abspath(path)
   ckpt_dir, _ = _resolve(path)
   return os.path.dirname(ckpt_dir) if os.path.basename(ckpt_dir) == "checkpoints" else ckpt_dir
 

@@ -11,9 +11,13 @@ Both directions use the original repository's state-dict keys (reference §4.5, 
               `tools/weight_process.py` writes for downstream tasks; `--part full`:
               {'step': int, 'state_dict': {'module.' + key: tensor}} like the original's checkpoints
               (without the 'optimizer' entry: SGD momentum buffers are not exported).
+  pack        a cmp-jax checkpoint -> `DIR/weights.msgpack` (one file: the model variables in bfloat16 and
+              the step) and `DIR/config.json`, the form in which a model ships (`checkpoint.pack`); prints
+              its size and sha256. Every tool loads DIR as a checkpoint.
 
     python -m cmp_jax.convert from-torch ckpt_iter_42000.pth.tar --config configs/resnet50_vip_mpii_liteflow.py --out runs/demo
     python -m cmp_jax.convert to-torch --config configs/quickstart.py --checkpoint runs/quickstart --out encoder.pth
+    python -m cmp_jax.convert pack --config configs/quickstart.py --checkpoint runs/quickstart --out packed/
 
 Exported files load into `cmp_jax.torch_models` (no original repo needed) with a strict load_state_dict.
 
@@ -346,8 +350,18 @@ def to_torch(checkpoint_path, config, out, part="image_encoder"):
   return os.path.abspath(out), step
 
 
+def pack(checkpoint_path, config, out):
+  """Packs a cmp-jax checkpoint into OUT/weights.msgpack (bf16) and OUT/config.json; returns (path, step)."""
+  from cmp_jax import checkpoint
+  try:
+    variables, step = checkpoint.load_checked(checkpoint_path, config)
+  except checkpoint.CheckpointError as e:
+    raise ConversionError(str(e)) from None
+  return checkpoint.pack(out, variables, config, step), step
+
+
 def define_flags(fv):
-  flags.DEFINE_string("checkpoint", None, "to-torch: a workdir, its checkpoints/ folder, or one step folder",
+  flags.DEFINE_string("checkpoint", None, "to-torch, pack: a workdir, its checkpoints/ folder, or one step folder",
                       flag_values=fv)
   flags.DEFINE_string("out", None, "from-torch: output directory (OUT/checkpoints/<step>/ and OUT/config.json); "
                       "to-torch: output .pth file (written atomically)", flag_values=fv)
@@ -359,6 +373,7 @@ def define_flags(fv):
 USAGE = """usage:
   python -m cmp_jax.convert from-torch CKPT --config configs/X.py --out DIR [--part full|image_encoder]
   python -m cmp_jax.convert to-torch --config configs/X.py --checkpoint DIR --out FILE.pth [--part image_encoder|full]
+  python -m cmp_jax.convert pack --config configs/X.py --checkpoint DIR --out DIR
 """
 
 
@@ -366,17 +381,21 @@ def main(argv):
   """The command line (see the module docstring); returns the exit code."""
   try:
     command = next((a for a in argv[1:] if not a.startswith("-")), None)
-    if command not in ("from-torch", "to-torch"):
-      raise cli.UsageError(f"the first argument must be from-torch or to-torch (got {command!r}; see --help)")
+    if command not in ("from-torch", "to-torch", "pack"):
+      raise cli.UsageError(f"the first argument must be from-torch, to-torch or pack (got {command!r}; see --help)")
     args, rest = cli.parse(argv, define_flags, __doc__ + "\n" + USAGE, required=("config", "out"),
                            positional=2 if command == "from-torch" else 1)
     config = config_lib.validate(args.config, check_paths=False)
     if command == "from-torch":
       path = from_torch(rest[1], config, args.out, part=args.part or "full")
       print(f"wrote cmp-jax checkpoint {path} (part={args.part or 'full'})")
+    elif args.checkpoint is None:
+      raise cli.UsageError(f"{command} needs --checkpoint (see --help)")
+    elif command == "pack":
+      from cmp_jax import checkpoint
+      path, step = pack(args.checkpoint, config, args.out)
+      print(f"wrote step {step} to {path}: {os.path.getsize(path) / 2**20:.1f} MiB, sha256 {checkpoint.sha256(path)}")
     else:
-      if args.checkpoint is None:
-        raise cli.UsageError("to-torch needs --checkpoint (see --help)")
       path, step = to_torch(args.checkpoint, config, args.out, part=args.part or "image_encoder")
       print(f"wrote PyTorch {args.part or 'image_encoder'} weights of step {step} to {path}")
   except (cli.UsageError, ConversionError, ImportError, ValueError, OSError) as e:

@@ -44,6 +44,7 @@
 # Output (OUT_DIR is the config's data_root):
 #   frames/<clip>/, flows/<clip>/   as written by prepare
 #   lists/train.txt, lists/val.txt  merged by split; records/{train,val}-*.tfrecord (prepare --from-lists)
+#   frames/synth/, flows/synth/, lists/synth.txt, synth.json   synthetic motion on the train clips' frames
 #   parts/<clip>.txt, parts/<clip>.prepare.json, parts/<clip>.args   each clip's own prepare run
 #   clips/                          the clips and each package's licence file (<package>.licence)
 #   motion_data.json                clips, licences, prepare options, pair counts per split
@@ -162,6 +163,14 @@ for split in train val; do
   say "$split: $(wc -l < "$OUT/lists/$split.txt") pairs from $(tr '\n' ' ' < "$OUT/parts/.$split")"
 done
 (cd "$REPO" && PYTHONPATH=$REPO "$PY" -m cmp_jax.data.prepare --from-lists "$OUT" --examples-per-shard 256)
+
+# ---------------------------------------------------------------------------------- synthetic motion
+# SYNTH_PAIRS (default 2000) pairs of layered motion with exact flow on the frames of the TRAIN clips only
+# (cmp_jax/data/synthetic.py; configs/motion_synth_cpu.py trains on them): lists/synth.txt, ~17 s, ~100 MB.
+photos=()
+while read -r name; do photos+=("$OUT/frames/$name/*.jpg"); done < "$OUT/parts/.train"
+(cd "$REPO" && PYTHONPATH=$REPO "$PY" -m cmp_jax.data.synthetic --photos "${photos[@]}" --out "$OUT" \
+    --pairs "${SYNTH_PAIRS:-2000}")
 
 "$PY" - "$OUT" "$SHORT_SIDE" <<'EOF'
 import json, os, sys

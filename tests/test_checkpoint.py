@@ -85,3 +85,37 @@ def test_resume_with_another_model_is_refused_and_keeps_the_config(train_dataset
     trainer.train_and_evaluate(other, str(workdir))
   assert (workdir / "config.json").read_text() == before
   assert json.loads(before)["model"]["image_encoder"] == "resnet18"
+
+
+def test_packed_model_loads_like_a_checkpoint(resnet34_run, tmp_path):
+  """`convert pack`: one bf16 file + config.json, loaded and checked like any checkpoint."""
+  bare, _ = resnet34_run
+  c = _config(image_encoder="resnet34")
+  variables, _ = checkpoint.load_checked(bare, c)
+  variables = jax.tree.map(lambda v: v + np.float32(1 / 3), variables)  # not exactly bf16-representable
+  out = str(tmp_path / "packed")
+  path = checkpoint.pack(out, variables, c, step=7)
+  loaded, step = checkpoint.load_checked(out, c)
+  assert step == 7
+  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(loaded)):
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(b, a, rtol=2 ** -8)  # bf16 keeps 8 significant bits
+  assert checkpoint.sha256(path) == checkpoint.sha256(checkpoint.pack(str(tmp_path / "again"), variables, c, 7))
+  with pytest.raises(checkpoint.CheckpointError, match="model.image_encoder is 'resnet34' there but 'resnet18'"):
+    checkpoint.load_checked(out, _config(image_encoder="resnet18"))
+  with open(path, "r+b") as f:  # a cut download
+    f.truncate(1000)
+  with pytest.raises(checkpoint.CheckpointError, match="could not read packed weights"):
+    checkpoint.load_checked(out, c)
+
+
+def test_pack_command(resnet34_run, tmp_path, capsys):
+  bare, _ = resnet34_run
+  out = str(tmp_path / "packed")
+  assert convert.main(["convert", "pack", "--config", "configs/alexnet_yfcc_voc_16gpu_70k.py",
+                       "--config.model.image_encoder=resnet34", "--config.model.sparse_encoder=shallownet8x",
+                       "--checkpoint", bare, "--out", out]) == 0
+  printed = capsys.readouterr().out
+  assert f"sha256 {checkpoint.sha256(out + '/weights.msgpack')}" in printed and "step 5" in printed
+  assert convert.main(["convert", "pack", "--config", "configs/alexnet_yfcc_voc_16gpu_70k.py", "--out", out]) == 2
+  assert "pack needs --checkpoint" in capsys.readouterr().err
