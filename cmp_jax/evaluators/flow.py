@@ -149,15 +149,20 @@ class FlowEvaluator(common.Evaluator):
   `config.vis_num` valid samples (only on the first process, and only if vis_num > 0).
   """
 
-  def __init__(self, config, *, model, mesh, val_iter, evaluate=None):
-    """evaluate: a jitted `make_eval_fn` to share between evaluators of one model (compiled once)."""
+  def __init__(self, config, *, model, mesh, val_iter, evaluate=None, groups=None):
+    """evaluate: a jitted `make_eval_fn` to share between evaluators of one model (compiled once).
+    groups: optional, the group name (e.g. the clip) of each val list index; `run` then also yields each
+    group's results as `<group>/<key>`."""
     self.config, self.mesh, self.val_iter = config, mesh, val_iter
     self.primary = jax.process_index() == 0
     self.evaluate = evaluate or jit_eval_fn(model, config, mesh)
+    self.groups = groups
 
   def run(self, variables):
     crop_h, crop_w = (int(s) for s in self.config.data.crop_size)
+    names = sorted(set(self.groups or ()))
     acc, vis = ValMetrics(), []
+    by_group = {g: ValMetrics() for g in names}
     vis_num = int(self.config.vis_num) if self.primary else 0
     for batch in self.val_iter:
       inputs = parallel.shard_batch({k: batch[k] for k in ("image", "sparse", "flow")}, self.mesh)
@@ -166,10 +171,16 @@ class FlowEvaluator(common.Evaluator):
       stats["nearest_epe"], stats["nearest_epe_moving"] = nearest_guidance_sums(batch["sparse"], batch["flow"])
       stats["points"] = np.sum(batch["sparse"][..., 2] > 0, axis=(1, 2))
       acc.add(stats, crop_h * crop_w, weight=batch["valid"])
+      for g in names:
+        mine = np.asarray([self.groups[i] == g for i in np.asarray(batch["index"])])
+        by_group[g].add(stats, crop_h * crop_w, weight=batch["valid"] * mine)
       for i in np.flatnonzero(batch["valid"])[:vis_num - len(vis)]:
         vis.append((batch["image"][i], batch["sparse"][i], pred[i], batch["flow"][i]))
     acc.merge(parallel.sum_over_processes(acc.sums))
     yield from acc.result().items()
+    for g in names:
+      by_group[g].merge(parallel.sum_over_processes(by_group[g].sums))
+      yield from ((f"{g}/{k}", v) for k, v in by_group[g].result().items())
     if vis:
       yield "input_pred_target", visualise(*[np.stack(x) for x in zip(*vis)], mean=self.config.data.image_mean,
                                            std=self.config.data.image_std)
