@@ -166,7 +166,7 @@ done
 
 # ---------------------------------------------------------------------------------- synthetic motion
 # SYNTH_PAIRS (default 2000) pairs of layered motion with exact flow on the frames of the TRAIN clips only
-# (cmp_jax/data/synthetic.py; configs/motion_synth_cpu.py trains on them): lists/synth.txt, ~17 s, ~100 MB.
+# (cmp_jax/data/synthetic.py; configs/motion_cpu.py trains on them): lists/synth.txt, ~17 s, ~100 MB.
 photos=()
 while read -r name; do photos+=("$OUT/frames/$name/*.jpg"); done < "$OUT/parts/.train"
 (cd "$REPO" && PYTHONPATH=$REPO "$PY" -m cmp_jax.data.synthetic --photos "${photos[@]}" --out "$OUT" \
