@@ -44,7 +44,7 @@
 # Output (OUT_DIR is the config's data_root):
 #   frames/<clip>/, flows/<clip>/   as written by prepare
 #   lists/train.txt, lists/val.txt  merged by split; records/{train,val}-*.tfrecord (prepare --from-lists)
-#   frames/synth/, flows/synth/, lists/synth.txt, synth.json   synthetic motion on the train clips' frames
+#   frames/{synth,global}/, flows/..., lists/{synth,global}.txt, {synth,global}.json   synthetic motion
 #   parts/<clip>.txt, parts/<clip>.prepare.json, parts/<clip>.args   each clip's own prepare run
 #   clips/                          the clips and each package's licence file (<package>.licence)
 #   motion_data.json                clips, licences, prepare options, pair counts per split
@@ -165,12 +165,15 @@ done
 (cd "$REPO" && PYTHONPATH=$REPO "$PY" -m cmp_jax.data.prepare --from-lists "$OUT" --examples-per-shard 256)
 
 # ---------------------------------------------------------------------------------- synthetic motion
-# SYNTH_PAIRS (default 2000) pairs of layered motion with exact flow on the frames of the TRAIN clips only
-# (cmp_jax/data/synthetic.py; configs/motion_cpu.py trains on them): lists/synth.txt, ~17 s, ~100 MB.
+# Layered motion with exact flow on the frames of the TRAIN clips only (cmp_jax/data/synthetic.py;
+# configs/motion_cpu.py trains on both lists): lists/synth.txt, 2000 pairs of moving objects over a moving or
+# still background (seed 0); lists/global.txt, 1000 pairs of background motion only (seed 1). ~30 s, ~150 MB.
 photos=()
 while read -r name; do photos+=("$OUT/frames/$name/*.jpg"); done < "$OUT/parts/.train"
 (cd "$REPO" && PYTHONPATH=$REPO "$PY" -m cmp_jax.data.synthetic --photos "${photos[@]}" --out "$OUT" \
-    --pairs "${SYNTH_PAIRS:-2000}")
+    --pairs 2000 --name synth --seed 0)
+(cd "$REPO" && PYTHONPATH=$REPO "$PY" -m cmp_jax.data.synthetic --photos "${photos[@]}" --out "$OUT" \
+    --pairs 1000 --name global --seed 1 --max-objects 0 --still-background 0)
 
 "$PY" - "$OUT" "$SHORT_SIDE" <<'EOF'
 import json, os, sys
