@@ -121,7 +121,7 @@ def quickstart_zeros(tmp_path_factory):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["sideways", "--config", QUICKSTART, "--out", "x"], ("from-torch or to-torch", "sideways")),
+    (["sideways", "--config", QUICKSTART, "--out", "x"], ("from-torch, to-torch or pack", "sideways")),
     (["to-torch", "--config", QUICKSTART, "--checkpoint", "/nonexistent/run", "--out", "x.pth"],
      ("/nonexistent/run", "does not exist")),
     (["to-torch", "--config", QUICKSTART, "--checkpoint", "QS", "--out", "x.pth",
