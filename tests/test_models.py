@@ -211,7 +211,7 @@ def test_config_output_shapes(name):
   for size in (384, 320, 256):
     out = jax.eval_shape(model.apply, variables, _spec(2, size, size, 3), _spec(2, size, size, 4))
     side = size // 2 if c.model.flow_decoder == "MotionDecoderSkipLayer" else EXPECTED_LOGITS[c.model.image_encoder][size]
-    assert out.shape == (2, side, side, 198) and out.dtype == jnp.float32
+    assert out.shape == (2, side, side, 198) and out.dtype == jnp.dtype(c.model.dtype)  # the compute dtype
   h, w = c.data.crop_size
   out = jax.eval_shape(model.apply, variables, _spec(1, h, w, 3), _spec(1, h, w, 4))
   assert out.shape[0] == 1 and out.shape[-1] == 198
