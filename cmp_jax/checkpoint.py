@@ -13,7 +13,7 @@ one step folder, or a packed model folder.
 
 Packed models (`pack`, `python -m cmp_jax.convert pack`): a folder with one file `weights.msgpack` (the
 model variables and the step, floats stored as bfloat16 by default; flax msgpack, read without executing
-code) and the run's `config.json`. One file so that a model shipped in the repository has one sha256.
+code) and the run's `config.json`. One file, so that a model kept in a repository or sent around has one sha256.
 
 Atomicity (orbax-checkpoint 0.12.8, checked in its source): a save writes
 `checkpoints/<step>.orbax-checkpoint-tmp/`, writes `commit_success.txt` into
