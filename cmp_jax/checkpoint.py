@@ -186,8 +186,9 @@ def _restore_to_host(mngr, step):
 
 def load_variables(path):
   """Loads {'params', 'batch_stats'} (numpy) from a checkpoint path; returns (variables, step)."""
-  if _packed(path):
-    return _load_packed(_packed(path))
+  packed = _packed(path)
+  if packed:
+    return _load_packed(packed)
   ckpt_dir, step = _resolve(path)
   mngr = manager(ckpt_dir)
   try:

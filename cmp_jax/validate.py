@@ -65,10 +65,9 @@ def _main(args):
     config = config_lib.with_paper_density(config)
   model, variables, step = inference.load_model(config, args.checkpoint)
   val_iter = pipeline.make_val_iterator(config, process_index=0, process_count=1, local_devices=1)
-  missing = val_iter.check_files()
-  if missing:
-    raise formats.DataError(f"config.data.val_source: {missing} entries name missing files (first: "
-                            f"{val_iter.bad_samples.first()[1][:1]})")
+  skipped = val_iter.check_files()  # a missing file is refused here (BadSampleError), unless skip_bad_samples
+  if skipped:
+    print(f"validation: {skipped} entries name missing files and are skipped (config.data.skip_bad_samples)")
   clips = clip_of_each_pair(config)
   mesh = parallel.make_mesh(jax.local_devices()[:1])
   evaluator = flow_eval.Evaluator(config, model=model, mesh=mesh, val_iter=val_iter, groups=clips)

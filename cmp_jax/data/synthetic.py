@@ -229,12 +229,14 @@ def build_parser():
 
 def main(argv=None):
   a = build_parser().parse_args(argv)
-  photos = sorted({f for pattern in a.photos for f in (glob.glob(pattern) or [pattern]) if os.path.isfile(f)})
-  missing = [p for p in a.photos if not glob.glob(p) and not os.path.isfile(p)]
-  if missing:
-    print(f"error: --photos: {missing[0]} matches no file", file=sys.stderr)
-    return 2
-  options = SynthOptions(photos=tuple(photos), out=a.out, pairs=a.pairs, name=a.name, size=tuple(a.size),
+  photos = set()
+  for pattern in a.photos:
+    matched = [f for f in glob.glob(pattern) if os.path.isfile(f)]
+    if not matched:
+      print(f"error: --photos: {pattern} matches no file", file=sys.stderr)
+      return 2
+    photos.update(matched)
+  options = SynthOptions(photos=tuple(sorted(photos)), out=a.out, pairs=a.pairs, name=a.name, size=tuple(a.size),
                          max_objects=a.max_objects, still_background=a.still_background,
                          min_shift=a.min_shift, max_shift=a.max_shift, seed=a.seed)
   try:
