@@ -41,6 +41,9 @@ def base():
   # 'per_device': BatchNorm statistics over each device's batch, as the
   # original (no SyncBN). 'global': over the whole global batch.
   c.model.bn_stats = "per_device"
+  # Not in the original: True trains with every BatchNorm in eval mode (its running statistics, kept
+  # as they are, e.g. from an earlier stage), so the output does not depend on the batch's statistics.
+  c.model.freeze_bn = False
 
   c.data = ml_collections.ConfigDict()
   # Paths in list files are relative to data_root (the YFCC layout).
@@ -83,6 +86,11 @@ def base():
   c.optimizer.lr_mults = (0.1, 0.1)
   c.optimizer.warmup_lr = ()      # piecewise-linear warm-up targets (empty: none)
   c.optimizer.warmup_steps = ()
+
+  # Not in the original: a checkpoint (run folder, its checkpoints/ or a packed model) whose weights and
+  # BatchNorm statistics start a new run (step 0, fresh optimiser), e.g. the previous stage of a curriculum.
+  # A run that resumes from its own checkpoints ignores it.
+  c.init_from = ""
 
   c.print_freq = 100
   c.val_freq = 10000
@@ -177,6 +185,8 @@ def validate(c, check_paths=True):
     _fail("model.dtype", f"{m.dtype!r} is not 'float32' or 'bfloat16'")
   if m.bn_stats not in ("per_device", "global"):
     _fail("model.bn_stats", f"{m.bn_stats!r} is not 'per_device' or 'global'")
+  if m.freeze_bn and m.image_encoder.startswith("alexnet"):
+    _fail("model.freeze_bn", "is not offered for AlexNet (eval mode would also switch off its dropout)")
 
   rule = 32 if img_stride == 32 else 8
   if len(d.crop_size) != 2 or any(s <= 0 or s % rule for s in d.crop_size):

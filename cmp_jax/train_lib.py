@@ -57,22 +57,26 @@ def init_state(model, tx, rng, height: int, width: int) -> Dict[str, Any]:
           "step": jnp.zeros((), jnp.int32)}
 
 
-def make_update_fn(model, tx, schedule: Callable, nbins: int, fmax: float) -> Callable:
+def make_update_fn(model, tx, schedule: Callable, nbins: int, fmax: float, freeze_bn: bool = False) -> Callable:
   """`update(state, batch, rng) -> (state, metrics)`: one SGD step on the global batch.
 
   The loss is the mean of the per-sample DiscreteLoss over the global batch: with equal per-device
   batches, the mean over devices of the per-device losses, as the original's all-reduce of loss/world.
   BatchNorm groups (per-device statistics) come from how `model` was built. Dropout (AlexNet) draws from
   `fold_in(rng, step)`. Metrics: `loss`, `lr` (the rate this step used) and `npts` (guidance points per
-  sample, the original's NPts).
+  sample, the original's NPts). `freeze_bn`: BatchNorm normalises with its running statistics and leaves
+  them unchanged (model in eval mode; not for AlexNet, whose dropout that also switches off).
   """
 
   def loss_fn(params, batch_stats, batch, dropout_rng):
-    logits, updated = model.apply({"params": params, "batch_stats": batch_stats}, batch["image"],
-                                  batch["sparse"], train=True, mutable=["batch_stats"],
-                                  rngs={"dropout": dropout_rng})
-    loss = losses.discrete_loss(logits, batch["flow"], nbins, fmax)
-    return loss, updated["batch_stats"]
+    variables = {"params": params, "batch_stats": batch_stats}
+    if freeze_bn:
+      logits = model.apply(variables, batch["image"], batch["sparse"], train=False)
+    else:
+      logits, updated = model.apply(variables, batch["image"], batch["sparse"], train=True,
+                                    mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+      batch_stats = updated["batch_stats"]
+    return losses.discrete_loss(logits, batch["flow"], nbins, fmax), batch_stats
 
   def update(state, batch, rng):
     step = state["step"]

@@ -72,11 +72,13 @@ def train_and_evaluate(config, workdir):
   except ValueError as e:
     raise config_lib.ConfigError(f"config.data.crop_size: {e}") from None
 
+  if os.path.isdir(os.path.join(workdir, "checkpoints")):  # a resume: refused before anything is written
+    checkpoint.check_model_config(workdir, config, f"the run in {workdir}")
+  elif config.init_from:  # so is a start from weights that do not fit
+    init_variables, init_step = checkpoint.load_checked(config.init_from, config)
   primary = jax.process_index() == 0  # logs, metrics, pictures; every process trains and checkpoints
   os.makedirs(workdir, exist_ok=True)
   log = _log_to(os.path.join(workdir, "log.txt")) if primary else (lambda msg: None)
-  if os.path.isdir(os.path.join(workdir, "checkpoints")):  # a resume: refused before anything is written
-    checkpoint.check_model_config(workdir, config, f"the run in {workdir}")
   if primary:
     checkpoint.write_run_config(workdir, config)
 
@@ -113,7 +115,11 @@ def train_and_evaluate(config, workdir):
   latest = mngr.latest_step()
   if latest is None:
     state = jax.jit(init_fn, out_shardings=rep)(init_rng)
-    log("initialised a new run")
+    if config.init_from:
+      state = dict(state, **parallel.replicate({k: init_variables[k] for k in ("params", "batch_stats")}, mesh))
+      log(f"initialised a new run with the weights of {config.init_from} (step {init_step})")
+    else:
+      log("initialised a new run")
   else:
     state = checkpoint.restore_state(mngr, latest, abstract)
     log(f"resumed from {os.path.join(workdir, 'checkpoints', str(latest))}")
@@ -146,7 +152,7 @@ def train_and_evaluate(config, workdir):
   # Compiled step and evaluators.
   # ---------------------------------------------------------------------------------------------------------
   update = jax.jit(train_lib.make_update_fn(model, tx, schedule, int(config.model.nbins),
-                                            float(config.model.fmax)),
+                                            float(config.model.fmax), bool(config.model.freeze_bn)),
                    donate_argnums=(0,), out_shardings=(rep, rep))
   evaluate = flow_eval.jit_eval_fn(model, config, mesh)
   evaluators = {prefix: common.from_config("flow", c, model=model, mesh=mesh, val_iter=it, evaluate=evaluate)

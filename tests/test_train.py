@@ -16,10 +16,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import train_fixture
-from cmp_jax import checkpoint, losses, models, optim, train_lib, trainer
+from cmp_jax import checkpoint, config_lib, losses, models, optim, train_lib, trainer
 from cmp_jax.evaluators import flow as flow_eval
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -160,6 +161,70 @@ def test_bfloat16_step_runs_and_its_loss_is_close_to_float32(train_dataset):
   np.testing.assert_allclose(l16, l32, rtol=2e-2)
   # Parameters stay float32 under bf16 compute.
   assert {x.dtype for x in jax.tree.leaves(s16["params"])} == {jnp.dtype("float32")}
+
+
+def test_freeze_bn_trains_in_eval_mode_and_keeps_the_statistics(train_dataset):
+  c = train_fixture.tiny_config(train_dataset)
+  tx, schedule = optim.from_config(c.optimizer)
+  rng = np.random.default_rng(1)
+  flow = rng.normal(scale=3.0, size=(2, 32, 32, 2)).astype(np.float32)
+  mask = (rng.random((2, 32, 32, 1)) < 0.05).astype(np.float32)
+  batch = {"image": rng.normal(size=(2, 32, 32, 3)).astype(np.float32),
+           "sparse": np.concatenate([flow * mask, mask, mask], -1), "flow": flow}
+  model = models.build_model(c.model)
+  state = jax.jit(lambda r: train_lib.init_state(model, tx, r, 32, 32))(train_lib.init_key(0))
+  # Statistics that differ from any batch's, so eval mode and train mode give different gradients.
+  state["batch_stats"] = jax.tree.map(lambda x: 3.0 * x + 2.0, state["batch_stats"])
+  stats_before = jax.tree.map(np.asarray, state["batch_stats"])
+
+  def eval_mode_loss(params):
+    logits = model.apply({"params": params, "batch_stats": state["batch_stats"]}, batch["image"], batch["sparse"],
+                         train=False)
+    return losses.discrete_loss(logits, flow, 99, 50.0)
+
+  updates, _ = tx.update(jax.grad(eval_mode_loss)(state["params"]), state["opt"], state["params"])
+  expected = jax.tree.map(np.asarray, optax.apply_updates(state["params"], updates))
+  results = {}
+  for freeze in (True, False):
+    update = jax.jit(train_lib.make_update_fn(model, tx, schedule, 99, 50.0, freeze_bn=freeze))
+    results[freeze] = jax.tree.map(np.asarray, update(jax.tree.map(jnp.asarray, state), batch,
+                                                      train_lib.dropout_key(0))[0])
+  frozen, unfrozen = results[True], results[False]
+  jax.tree.map(np.testing.assert_array_equal, frozen["batch_stats"], stats_before)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), frozen["params"], expected)
+  gap = max(np.abs(x - y).max() for x, y in zip(jax.tree.leaves(unfrozen["params"]), jax.tree.leaves(expected)))
+  assert gap > 1e-4  # train mode (batch statistics) takes another step
+
+
+def test_freeze_bn_is_refused_for_alexnet():
+  c = config_lib.base()
+  c.model.freeze_bn = True
+  with pytest.raises(config_lib.ConfigError, match="model.freeze_bn"):
+    config_lib.validate(c, check_paths=False)
+
+
+def test_init_from_starts_a_new_run_with_the_given_weights(train_dataset, tmp_path):
+  c = train_fixture.tiny_config(train_dataset)
+  c.tensorboard, c.val_freq = False, 100
+  # Weights as an earlier run leaves them: another init than the run's own, and BatchNorm statistics that
+  # no init has.
+  variables = models.build_model(c.model).init(jax.random.PRNGKey(3), np.zeros((1, 32, 32, 3)),
+                                               np.zeros((1, 32, 32, 4)), train=False)
+  variables = {"params": jax.tree.map(np.asarray, variables["params"]),
+               "batch_stats": jax.tree.map(lambda x: 1.5 * np.asarray(x) + 0.1, variables["batch_stats"])}
+  checkpoint.save_variables(str(tmp_path / "first"), variables, step=7)
+  checkpoint.write_run_config(str(tmp_path / "first"), c)
+  # A run from those weights that cannot move them: lr 0, BatchNorm frozen.
+  c.init_from, c.model.freeze_bn, c.optimizer.lr, c.total_iter = str(tmp_path / "first"), True, 0.0, 1
+  state, _ = trainer.train_and_evaluate(c, str(tmp_path / "second"))
+  assert int(state["step"]) == 1
+  for part in ("params", "batch_stats"):
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, state[part]), variables[part])
+  # Weights of another model are refused before the new run writes anything.
+  c.model.decoder_combo = (1, 2)
+  with pytest.raises(checkpoint.CheckpointError, match="model.decoder_combo"):
+    trainer.train_and_evaluate(c, str(tmp_path / "third"))
+  assert not (tmp_path / "third").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------
