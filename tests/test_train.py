@@ -74,6 +74,27 @@ def test_nearest_guidance_baseline_by_hand():
   assert all_sum[0] == pytest.approx(want) and moving_sum[0] == 0.0
 
 
+def test_smooth_guidance_fills():
+  # An affine field sampled at four points: linear interpolation reproduces it inside their hull.
+  gy, gx = np.mgrid[:20, :30].astype(np.float32)
+  field = np.stack([0.3 * gx - 0.1 * gy + 2, 0.05 * gx + 0.2 * gy - 1], -1)
+  sparse = np.zeros((20, 30, 4), np.float32)
+  for y, x in ((2, 3), (2, 27), (17, 3), (17, 27)):
+    sparse[y, x] = [*field[y, x], 1, 1]
+  lin = flow_eval.linear_guidance_flow(sparse)
+  np.testing.assert_allclose(lin[2:18, 3:28], field[2:18, 3:28], atol=1e-4)
+  np.testing.assert_array_equal(lin[0, 0], field[2, 3])  # outside the hull: the nearest point
+  # Points on one line have no triangle: nearest guidance.
+  line = np.zeros_like(sparse)
+  line[5, 2:30:9] = [1, 2, 1, 1]
+  np.testing.assert_array_equal(flow_eval.linear_guidance_flow(line), flow_eval.nearest_guidance_flow(line))
+  idw = flow_eval.idw_guidance_flow(sparse)
+  np.testing.assert_allclose(idw[2, 3], field[2, 3], atol=1e-4)  # a guidance pixel keeps its vector
+  lo, hi = field[[2, 2, 17, 17], [3, 27, 3, 27]].min(0), field[[2, 2, 17, 17], [3, 27, 3, 27]].max(0)
+  assert (idw >= lo - 1e-4).all() and (idw <= hi + 1e-4).all()  # a weighted mean of the vectors
+  np.testing.assert_array_equal(flow_eval.idw_guidance_flow(np.zeros((3, 3, 4))), np.zeros((3, 3, 2)))
+
+
 def test_val_metrics_pool_pixels_and_ignore_padding():
   m = flow_eval.ValMetrics()
   keys = ("loss", "epe", "epe_moving", "moving", "zero_epe", "zero_epe_moving", "nearest_epe",

@@ -16,7 +16,7 @@ from typing import Callable, Dict, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import ndimage
+from scipy import interpolate, ndimage
 
 from cmp_jax import losses, parallel
 from cmp_jax.evaluators import common
@@ -65,6 +65,34 @@ def nearest_guidance_flow(sparse: np.ndarray) -> np.ndarray:
     return np.zeros(sparse.shape[:2] + (2,), np.float32)
   _, (iy, ix) = ndimage.distance_transform_edt(~mask, return_indices=True)
   return sparse[iy, ix, :2]
+
+
+def linear_guidance_flow(sparse: np.ndarray) -> np.ndarray:
+  """A smoother fill (scripts/guidance_baselines.py): the guidance interpolated linearly over its Delaunay
+  triangles, nearest guidance outside them (and wherever there are no three points off one line)."""
+  sparse = np.asarray(sparse, np.float32)
+  near = nearest_guidance_flow(sparse)
+  ys, xs = np.nonzero(sparse[..., 2] > 0)
+  if len(ys) < 3 or np.linalg.matrix_rank(np.stack([ys, xs, np.ones_like(ys)], 1)) < 3:
+    return near
+  gy, gx = np.mgrid[:sparse.shape[0], :sparse.shape[1]]
+  out = interpolate.griddata(np.stack([ys, xs], 1), sparse[ys, xs, :2], (gy, gx), method="linear")
+  outside = np.isnan(out[..., 0])
+  out[outside] = near[outside]
+  return out.astype(np.float32)
+
+
+def idw_guidance_flow(sparse: np.ndarray, power: float = 4.0) -> np.ndarray:
+  """Another fill: the inverse-distance-weighted mean of the guidance vectors (weights distance ** -power);
+  a guidance pixel keeps its own vector. Zero flow without guidance."""
+  sparse = np.asarray(sparse, np.float32)
+  ys, xs = np.nonzero(sparse[..., 2] > 0)
+  if not len(ys):
+    return np.zeros(sparse.shape[:2] + (2,), np.float32)
+  gy, gx = np.mgrid[:sparse.shape[0], :sparse.shape[1]]
+  d2 = (gy[..., None] - ys) ** 2 + (gx[..., None] - xs) ** 2
+  w = np.maximum(d2, 1e-12) ** (-power / 2)
+  return (np.einsum("hwk,kc->hwc", w, sparse[ys, xs, :2]) / w.sum(-1)[..., None]).astype(np.float32)
 
 
 def nearest_guidance_sums(sparse: np.ndarray, flow: np.ndarray):
