@@ -31,11 +31,6 @@ Shared settings:
     config has one sampler), so sparse_val is off.
   * flip + reverse + rotate augmentation: reverse and rotate change the flow's direction but not the image,
     so the direction can only come from the guidance, not from a clip's motion prior.
-  * the loss's flow range halved, model.fmax = 25 (the original: 50), so its 99 bins are 0.51 px wide: at
-    154 px frames the flows are about a third of the paper's (416 px frames), and with 1.01 px bins a
-    classifier that picks the right bin still errs by 0.38 px on the val pairs (0.20 with fmax 25), more than
-    nearest-guidance fill's whole error on the panning clip (0.26). Flow beyond +-25 px per component (a
-    few of the tree clip's pixels) is clipped.
   * batch 8, lr 0.01 (the quick start's tuning) with two drops of 10x near each stage's end.
 Synthetic motion is not in the original; validation is on real clips only.
 """
@@ -56,7 +51,6 @@ def get_config(arg=None):
   c.model.image_encoder = "resnet18"
   c.model.sparse_encoder = "shallownet8x"
   c.model.dtype = "bfloat16"
-  c.model.fmax = 25.0  # bins of 0.51 px instead of the original's 1.01 (see the docstring)
 
   c.data.data_root = DATA
   real, synth, glob = (os.path.join(DATA, "lists", f"{name}.txt") for name in ("train", "synth", "global"))
