@@ -90,6 +90,9 @@ def parse(argv: Sequence[str], define: Callable[[flags.FlagValues], None], doc: 
     raise UsageError(f"{key}: no such key in the config ({_config_file(argv)}); see cmp_jax/config_lib.py "
                      "base() for the keys") from None
   except flags.Error as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if len(lines) > 1:  # config_flags puts the traceback of a config file that failed in the message
+      raise UsageError(f"--config {_config_file(argv)}: {lines[-1]}") from None
     raise UsageError(str(e)) from None
   except Exception as e:  # config_flags wraps a config file that fails to load
     raise UsageError(f"--config {_config_file(argv)}: {str(e).splitlines()[-1].strip()}") from None

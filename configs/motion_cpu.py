@@ -48,6 +48,8 @@ STAGES = ("stage1", "stage2", "stage3")
 def get_config(arg=None):
   """arg: 'stage1', 'stage2', 'stage3' (the curriculum; stages 2 and 3 need --config.init_from=<the previous
   stage's run>), or 'smoke' (stage 3's settings for 20 steps from a fresh init: does it run?)."""
+  if arg not in STAGES + (None, "smoke"):
+    raise ValueError(f"configs/motion_cpu.py: unknown variant {arg!r} (known: {', '.join(STAGES)}, smoke)")
   stage, smoke = (arg, None) if arg in STAGES else ("stage3", arg)
   c = config_lib.base()
   c.model.image_encoder = "resnet18"

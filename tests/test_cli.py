@@ -51,6 +51,11 @@ def test_required_flags_and_bad_config_files(tmp_path):
 def test_config_variant_argument():
   fv, _ = cli.parse(["prog", "--config", QUICKSTART + ":smoke"], lambda fv: None)
   assert fv.config.total_iter == 20
+  # An unknown variant: one line naming the file and the variant, not the config file's traceback.
+  with pytest.raises(cli.UsageError) as err:
+    cli.parse(["prog", "--config", QUICKSTART + ":nope"], lambda fv: None)
+  assert "quickstart.py" in str(err.value) and "'nope'" in str(err.value)
+  assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
 
 
 def test_itstime_every_n_and_at_the_last_step():

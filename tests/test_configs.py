@@ -118,3 +118,18 @@ def test_paper_density_gives_about_13_points_per_crop():
     rows, _ = sampling.guidance_points(flow, ("grid", "watershed"), ratio, ks, -1, np.random.RandomState(0))
     counts.append(len(rows))
   assert 5 <= np.mean(counts) <= 30, counts
+
+
+def test_motion_curriculum_stages_validate_and_chain():
+  path = os.path.join(ROOT, "configs", "motion_cpu.py")
+  stages = [config_lib.load_config(path + (f":{s}" if s else "")) for s in ("stage1", "stage2", "stage3", None, "smoke")]
+  for c in stages:
+    config_lib.validate(c, check_paths=False)
+  # One architecture throughout, so each stage can start from the previous one's weights.
+  assert len({tuple(map(str, (c.model[k] for k in ("image_encoder", "sparse_encoder", "flow_decoder", "fmax"))))
+              for c in stages}) == 1
+  assert [c.model.freeze_bn for c in stages[:3]] == [False, True, True]
+  assert stages[3].to_dict() == stages[2].to_dict()  # no arg: the last stage
+  assert stages[4].total_iter == 20 and stages[4].data.train_source == stages[2].data.train_source
+  with pytest.raises(ValueError, match="unknown variant"):
+    config_lib.load_config(path + ":stage4")
