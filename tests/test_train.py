@@ -156,17 +156,23 @@ def test_nan_loss_stops_before_saving(train_dataset, tmp_path):
 # Mixed precision
 # ---------------------------------------------------------------------------------------------------------
 
-def test_bfloat16_step_runs_and_its_loss_is_close_to_float32(train_dataset):
-  c = train_fixture.tiny_config(train_dataset)
+def _one_step_setup(root, seed):
+  """The tiny config, its optimiser and schedule, a random batch (2 samples, 32 x 32, 5 % guidance), and a
+  fresh train state of the float32 model on the host."""
+  c = train_fixture.tiny_config(root)
   tx, schedule = optim.from_config(c.optimizer)
-  rng = np.random.default_rng(0)
+  rng = np.random.default_rng(seed)
   flow = rng.normal(scale=3.0, size=(2, 32, 32, 2)).astype(np.float32)
   mask = (rng.random((2, 32, 32, 1)) < 0.05).astype(np.float32)
   batch = {"image": rng.normal(size=(2, 32, 32, 3)).astype(np.float32),
            "sparse": np.concatenate([flow * mask, mask, mask], -1), "flow": flow}
-  model32 = models.build_model(c.model)
-  state = jax.jit(lambda r: train_lib.init_state(model32, tx, r, 32, 32))(train_lib.init_key(0))
-  state = jax.tree.map(np.asarray, state)
+  model = models.build_model(c.model)
+  state = jax.jit(lambda r: train_lib.init_state(model, tx, r, 32, 32))(train_lib.init_key(0))
+  return c, tx, schedule, batch, model, jax.tree.map(np.asarray, state)
+
+
+def test_bfloat16_step_runs_and_its_loss_is_close_to_float32(train_dataset):
+  c, tx, schedule, batch, _, state = _one_step_setup(train_dataset, 0)
   results = {}
   for dtype in ("float32", "bfloat16"):
     c.model.dtype = dtype
@@ -185,15 +191,7 @@ def test_bfloat16_step_runs_and_its_loss_is_close_to_float32(train_dataset):
 
 
 def test_freeze_bn_trains_in_eval_mode_and_keeps_the_statistics(train_dataset):
-  c = train_fixture.tiny_config(train_dataset)
-  tx, schedule = optim.from_config(c.optimizer)
-  rng = np.random.default_rng(1)
-  flow = rng.normal(scale=3.0, size=(2, 32, 32, 2)).astype(np.float32)
-  mask = (rng.random((2, 32, 32, 1)) < 0.05).astype(np.float32)
-  batch = {"image": rng.normal(size=(2, 32, 32, 3)).astype(np.float32),
-           "sparse": np.concatenate([flow * mask, mask, mask], -1), "flow": flow}
-  model = models.build_model(c.model)
-  state = jax.jit(lambda r: train_lib.init_state(model, tx, r, 32, 32))(train_lib.init_key(0))
+  _, tx, schedule, batch, model, state = _one_step_setup(train_dataset, 1)
   # Statistics that differ from any batch's, so eval mode and train mode give different gradients.
   state["batch_stats"] = jax.tree.map(lambda x: 3.0 * x + 2.0, state["batch_stats"])
   stats_before = jax.tree.map(np.asarray, state["batch_stats"])
@@ -201,7 +199,7 @@ def test_freeze_bn_trains_in_eval_mode_and_keeps_the_statistics(train_dataset):
   def eval_mode_loss(params):
     logits = model.apply({"params": params, "batch_stats": state["batch_stats"]}, batch["image"], batch["sparse"],
                          train=False)
-    return losses.discrete_loss(logits, flow, 99, 50.0)
+    return losses.discrete_loss(logits, batch["flow"], 99, 50.0)
 
   updates, _ = tx.update(jax.grad(eval_mode_loss)(state["params"]), state["opt"], state["params"])
   expected = jax.tree.map(np.asarray, optax.apply_updates(state["params"], updates))
