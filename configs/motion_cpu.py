@@ -18,7 +18,7 @@ Stages (the experiments behind them: benchmarks/LEARNING.md, sections 6-11):
   2. the same data, 600 more steps with BatchNorm frozen (`model.freeze_bn`, not in the original: its running
      statistics from stage 1, kept): the predicted flow grows to the arrows' length. With batch statistics the
      guidance's magnitude is normalised by each batch's, and the output swings with the data the statistics
-     come from (section 8).
+     come from (sections 8-9).
   3. everything, BatchNorm still frozen: the real train list twice, 2000 synthetic object pairs and the 1000
      background-motion pairs (22 % of samples real). The lowest val EPE so far (0.966 px, 1.311 on moving
      pixels; nearest guidance 0.836, 0.960), but it follows long arrows less than stage 2 does (section 11):
