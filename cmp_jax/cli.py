@@ -90,22 +90,28 @@ def parse(argv: Sequence[str], define: Callable[[flags.FlagValues], None], doc: 
     raise UsageError(f"{key}: no such key in the config ({_config_file(argv)}); see cmp_jax/config_lib.py "
                      "base() for the keys") from None
   except flags.Error as e:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    if len(lines) > 1:  # config_flags puts the traceback of a config file that failed in the message
-      raise UsageError(f"--config {_config_file(argv)}: {lines[-1]}") from None
+    if len(str(e).strip().splitlines()) > 1:  # config_flags puts a failed config file's traceback in it
+      raise _config_load_error(argv, e) from None
     raise UsageError(str(e)) from None
   except Exception as e:  # config_flags wraps a config file that fails to load
-    raise UsageError(f"--config {_config_file(argv)}: {str(e).splitlines()[-1].strip()}") from None
+    raise _config_load_error(argv, e) from None
   missing = [f"--{n}" for n in required if fv[n].value is None]
   if missing:
     raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required (see --help)")
   try:
     fv.config.keys()  # a config file that failed to load raises here
   except Exception as e:  # config_flags wraps every load failure
-    raise UsageError(f"--config {_config_file(argv)}: {str(e).splitlines()[-1].strip()}") from None
+    raise _config_load_error(argv, e) from None
   if len(rest) - 1 != positional:
     raise UsageError(f"expected {positional} positional argument(s), got {rest[1:]} (see --help)")
   return fv, rest[1:]
+
+
+def _config_load_error(argv, e):
+  """A config file that failed to load, in one line: the last line of the error (a traceback's is its
+  exception)."""
+  lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+  return UsageError(f"--config {_config_file(argv)}: {lines[-1] if lines else type(e).__name__}")
 
 
 def _config_file(argv):
