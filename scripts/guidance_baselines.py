@@ -32,8 +32,6 @@ def quantised(flow, fmax, nbins=99):
   return np.asarray(losses.bin_centres(nbins, fmax))[np.asarray(losses.flow_to_bins(flow, nbins, fmax))]
 
 
-
-
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--config", required=True, help="a config file (path[:arg]); its val list and sampler are used")

@@ -193,8 +193,7 @@ def test_bfloat16_step_runs_and_its_loss_is_close_to_float32(train_dataset):
 def test_freeze_bn_trains_in_eval_mode_and_keeps_the_statistics(train_dataset):
   _, tx, schedule, batch, model, state = _one_step_setup(train_dataset, 1)
   # Statistics that differ from any batch's, so eval mode and train mode give different gradients.
-  state["batch_stats"] = jax.tree.map(lambda x: 3.0 * x + 2.0, state["batch_stats"])
-  stats_before = jax.tree.map(np.asarray, state["batch_stats"])
+  state["batch_stats"] = stats_before = jax.tree.map(lambda x: 3.0 * x + 2.0, state["batch_stats"])
 
   def eval_mode_loss(params):
     logits = model.apply({"params": params, "batch_stats": state["batch_stats"]}, batch["image"], batch["sparse"],
