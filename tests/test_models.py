@@ -476,6 +476,40 @@ def test_batchnorm_groups_must_divide_batch():
     bn.apply(variables, jnp.zeros((6, 2, 2, 4)), mutable=["batch_stats"])
 
 
+@pytest.mark.parametrize("groups,relu", [(1, False), (2, True)])
+def test_batchnorm_backward_equals_autodiff(groups, relu):
+  """The training-mode backward (a custom VJP that keeps only the input) against autodiff of the formula."""
+  rng = np.random.RandomState(1)
+  x = jnp.asarray(rng.randn(4, 3, 5, 6) * 2 + 1, jnp.float32)
+  w = jnp.asarray(rng.randn(4, 3, 5, 6), jnp.float32)  # a loss that weighs every output differently
+  bn = layers.BatchNorm(use_running_average=False, groups=groups, relu=relu)
+  params = {"scale": jnp.asarray(rng.randn(6), jnp.float32), "bias": jnp.asarray(rng.randn(6), jnp.float32)}
+  stats = bn.init(KEY, x)["batch_stats"]
+
+  def ours(x, p):
+    return jnp.sum(bn.apply({"params": p, "batch_stats": stats}, x, mutable=["batch_stats"])[0] * w)
+
+  def formula(x, p):
+    xg = x.reshape((groups, -1) + x.shape[1:])
+    mean = xg.mean(axis=(1, 2, 3), keepdims=True)
+    var = jnp.square(xg - mean).mean(axis=(1, 2, 3), keepdims=True)
+    y = ((xg - mean) / jnp.sqrt(var + 1e-5) * p["scale"] + p["bias"]).reshape(x.shape)
+    return jnp.sum((nn.relu(y) if relu else y) * w)
+
+  np.testing.assert_allclose(ours(x, params), formula(x, params), rtol=1e-5, atol=1e-5)
+  got, want = jax.grad(ours, (0, 1))(x, params), jax.grad(formula, (0, 1))(x, params)
+  for g, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+    np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(e))))
+  # bfloat16 compute: the gradient comes back in the input's dtype.
+  assert jax.grad(ours)(x.astype(jnp.bfloat16), params).dtype == jnp.bfloat16
+
+
+def test_relu_backward_equals_nn_relu():
+  x = jnp.asarray([-1.0, 0.0, 2.0, 3.0])
+  np.testing.assert_array_equal(jax.grad(lambda v: jnp.sum(layers.relu(v) * x))(x),
+                                jax.grad(lambda v: jnp.sum(nn.relu(v) * x))(x))
+
+
 def test_bn_groups_reach_every_batchnorm():
   model = models.build_model(config_lib.model_config("alexnet_fcn_32x"), bn_groups=2)
   found = []

@@ -411,6 +411,81 @@ class Conv(nn.Module):
 # BatchNorm
 # ---------------------------------------------------------------------------
 
+@jax.custom_vjp
+def relu(x):
+  """ReLU whose backward keeps only its output (autodiff of `nn.relu` keeps the output, a mask and a zero
+  buffer of the same size)."""
+  return jnp.maximum(x, 0)
+
+
+def _relu_fwd(x):
+  y = jnp.maximum(x, 0)
+  return y, y
+
+
+def _relu_bwd(y, dy):
+  return (jnp.where(y > 0, dy, 0),)
+
+
+relu.defvjp(_relu_fwd, _relu_bwd)
+
+
+def _bn_stats(x, groups: int, pdt):
+  """x [B, H, W, C] -> (x as [groups, B / groups, H, W, C] in pdt, mean, biased variance [groups, 1, 1, 1, C])."""
+  xg = x.astype(pdt).reshape((groups, x.shape[0] // groups) + x.shape[1:])
+  axes = tuple(range(1, xg.ndim - 1))
+  mean = jnp.mean(xg, axis=axes, keepdims=True)
+  var = jnp.mean(jnp.square(xg - mean), axis=axes, keepdims=True)
+  return xg, mean, var
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _bn_train(x, scale, bias, groups: int, epsilon: float, relu: bool):
+  """Training-mode BatchNorm (statistics per group of the batch), optionally followed by ReLU.
+
+  Returns (y in x's dtype, mean, biased variance); the statistics are for the running averages only, which
+  take them through `stop_gradient`, so the backward ignores their cotangents. A custom VJP because autodiff
+  keeps float32 copies of the centred input and the output alive until the backward (2-3 tensors of the
+  layer's size in float32, whatever the compute dtype); this one keeps only x, in its own dtype (bfloat16
+  under `model.dtype=bfloat16`), and recomputes the rest: section 7 of benchmarks/NOTES.md.
+  """
+  return _bn_train_fwd(x, scale, bias, groups, epsilon, relu)[0]
+
+
+def _bn_normalise(xg, mean, rstd, scale, bias, relu):
+  xhat = (xg - mean) * rstd
+  z = xhat * scale + bias
+  return xhat, (jnp.maximum(z, 0) if relu else z)
+
+
+def _bn_train_fwd(x, scale, bias, groups, epsilon, relu):
+  xg, mean, var = _bn_stats(x, groups, scale.dtype)
+  rstd = jax.lax.rsqrt(var + epsilon)
+  _, y = _bn_normalise(xg, mean, rstd, scale, bias, relu)
+  return (y.reshape(x.shape).astype(x.dtype), mean, var), (x, mean, rstd, scale, bias)
+
+
+def _bn_train_bwd(groups, epsilon, relu, res, cotangents):
+  x, mean, rstd, scale, bias = res
+  dy = cotangents[0]
+  xg = x.astype(scale.dtype).reshape(mean.shape[:1] + (x.shape[0] // groups,) + x.shape[1:])
+  xhat, z = _bn_normalise(xg, mean, rstd, scale, bias, False)
+  dz = dy.astype(scale.dtype).reshape(xg.shape)
+  if relu:
+    dz = jnp.where(z > 0, dz, 0)
+  axes = tuple(range(1, xg.ndim - 1))
+  mean_dz = jnp.mean(dz, axis=axes, keepdims=True)
+  mean_dz_xhat = jnp.mean(dz * xhat, axis=axes, keepdims=True)
+  dx = (scale * rstd) * (dz - mean_dz - xhat * mean_dz_xhat)
+  n = np.prod(xg.shape[1:-1])
+  dscale = n * jnp.sum(mean_dz_xhat, axis=tuple(range(xg.ndim - 1)))
+  dbias = n * jnp.sum(mean_dz, axis=tuple(range(xg.ndim - 1)))
+  return dx.reshape(x.shape).astype(x.dtype), dscale, dbias
+
+
+_bn_train.defvjp(_bn_train_fwd, _bn_train_bwd)
+
+
 class BatchNorm(nn.Module):
   """PyTorch `nn.BatchNorm2d` semantics on NHWC inputs, with optional per-group statistics.
 
@@ -424,7 +499,8 @@ class BatchNorm(nn.Module):
 
   Eval (`use_running_average=True`): normalises with the running statistics.
 
-  Statistics and the normalisation run in float32 (float64 when `dtype` is
+  `relu=True` applies ReLU to the output (`nn.Sequential(BatchNorm2d, ReLU)`), fused into the training-mode
+  backward (`_bn_train`). Statistics and the normalisation run in float32 (float64 when `dtype` is
   float64); the output is cast to `dtype`.
   Variables: params `scale` (init N(1, 0.02)) and `bias` (0); batch_stats `mean` (0) and `var` (1).
   """
@@ -433,6 +509,7 @@ class BatchNorm(nn.Module):
   epsilon: float = 1e-5
   groups: int = 1
   dtype: Dtype = jnp.float32
+  relu: bool = False
 
   @nn.compact
   def __call__(self, x, use_running_average: Optional[bool] = None):
@@ -443,28 +520,21 @@ class BatchNorm(nn.Module):
     ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), pdt))
     scale = self.param("scale", bn_scale_init, (c,), pdt)
     bias = self.param("bias", nn.initializers.zeros, (c,), pdt)
-    x32 = x.astype(pdt)
 
     if use_ra:
       inv = scale * jax.lax.rsqrt(ra_var.value + self.epsilon)
-      y = x32 * inv + (bias - ra_mean.value * inv)
-      return y.astype(self.dtype)
+      y = (x.astype(pdt) * inv + (bias - ra_mean.value * inv)).astype(self.dtype)
+      return nn.relu(y) if self.relu else y
 
     b = x.shape[0]
     groups = 1 if self.is_initializing() else self.groups
     if groups < 1 or b % groups:
       raise ValueError(f"BatchNorm: batch size {b} is not divisible by bn_groups={groups} "
                        "(per-device BatchNorm needs the same number of samples on every device)")
-    xg = x32.reshape((groups, b // groups) + x.shape[1:])
-    axes = tuple(range(1, xg.ndim - 1))
-    mean = jnp.mean(xg, axis=axes, keepdims=True)
-    var = jnp.mean(jnp.square(xg - mean), axis=axes, keepdims=True)
-    inv = scale * jax.lax.rsqrt(var + self.epsilon)
-    y = (xg - mean) * inv + bias
-    y = y.reshape(x.shape)
+    y, mean, var = _bn_train(x, scale, bias, groups, self.epsilon, self.relu)
 
     if not self.is_initializing():
-      n = xg.size // (groups * c)
+      n = x.size // (b * c) * (b // groups)
       mean0 = mean.reshape(groups, c)[0]
       var0 = var.reshape(groups, c)[0] * (n / max(n - 1, 1))
       m = self.momentum
@@ -484,9 +554,8 @@ def conv_bn_relu(parent: nn.Module, x, name: str, conv_idx: int, features: int, 
   """
   x = Conv(features, kernel, stride=stride, padding=padding, dilation=dilation,
            dtype=parent.dtype, name=f"{name}_{conv_idx}")(x)
-  x = BatchNorm(use_running_average=not train, groups=parent.bn_groups, dtype=parent.dtype,
-                name=f"{name}_{conv_idx + 1}")(x)
-  return nn.relu(x)
+  return BatchNorm(use_running_average=not train, groups=parent.bn_groups, dtype=parent.dtype, relu=True,
+                   name=f"{name}_{conv_idx + 1}")(x)
 
 
 def check_input_size(model_name: str, height: int, width: int, multiple: int):

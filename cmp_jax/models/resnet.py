@@ -41,11 +41,11 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = lambda name: layers.BatchNorm(use_running_average=not train, groups=self.bn_groups,
-                                       dtype=self.dtype, name=name)
+    bn = lambda name, relu=False: layers.BatchNorm(use_running_average=not train, groups=self.bn_groups,
+                                                   dtype=self.dtype, relu=relu, name=name)
     identity = x
     out = layers.Conv(self.planes, 3, self.stride, 1, use_bias=False, dtype=self.dtype, name="conv1")(x)
-    out = nn.relu(bn("bn1")(out))
+    out = bn("bn1", relu=True)(out)
     out = layers.Conv(self.planes, 3, 1, self.dilation, self.dilation, use_bias=False, dtype=self.dtype,
                       name="conv2")(out)
     out = bn("bn2")(out)
@@ -53,7 +53,7 @@ class BasicBlock(nn.Module):
       identity = layers.Conv(self.planes * self.expansion, 1, self.stride, use_bias=False, dtype=self.dtype,
                              name="downsample_0")(x)
       identity = bn("downsample_1")(identity)
-    return nn.relu(out + identity)
+    return layers.relu(out + identity)
 
 
 class Bottleneck(nn.Module):
@@ -68,21 +68,21 @@ class Bottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = lambda name: layers.BatchNorm(use_running_average=not train, groups=self.bn_groups,
-                                       dtype=self.dtype, name=name)
+    bn = lambda name, relu=False: layers.BatchNorm(use_running_average=not train, groups=self.bn_groups,
+                                                   dtype=self.dtype, relu=relu, name=name)
     identity = x
     out = layers.Conv(self.planes, 1, use_bias=False, dtype=self.dtype, name="conv1")(x)
-    out = nn.relu(bn("bn1")(out))
+    out = bn("bn1", relu=True)(out)
     out = layers.Conv(self.planes, 3, self.stride, self.dilation, self.dilation, use_bias=False,
                       dtype=self.dtype, name="conv2")(out)
-    out = nn.relu(bn("bn2")(out))
+    out = bn("bn2", relu=True)(out)
     out = layers.Conv(self.planes * self.expansion, 1, use_bias=False, dtype=self.dtype, name="conv3")(out)
     out = bn("bn3")(out)
     if self.downsample:
       identity = layers.Conv(self.planes * self.expansion, 1, self.stride, use_bias=False, dtype=self.dtype,
                              name="downsample_0")(x)
       identity = bn("downsample_1")(identity)
-    return nn.relu(out + identity)
+    return layers.relu(out + identity)
 
 
 class ResNet(nn.Module):
@@ -106,8 +106,8 @@ class ResNet(nn.Module):
     layers.check_input_size(self.arch_name, x.shape[1], x.shape[2], self.output_stride)
     img = x
     y = layers.Conv(64, 7, 2, 3, use_bias=False, dtype=self.dtype, name="conv1")(x)
-    y = layers.BatchNorm(use_running_average=not train, groups=self.bn_groups, dtype=self.dtype, name="bn1")(y)
-    conv1 = nn.relu(y)
+    conv1 = layers.BatchNorm(use_running_average=not train, groups=self.bn_groups, dtype=self.dtype, relu=True,
+                             name="bn1")(y)
     y = layers.max_pool(conv1, 3, 2, 1)
 
     inplanes = 64
