@@ -9,8 +9,8 @@ crop, batch, schedule, guidance density and flow augmentation scaled for a 2-cor
   python train.py --config configs/quickstart.py:smoke --workdir /tmp/smoke   # 20 steps: does it all run?
 
 Expected (whole val list, 22 pairs of two clips never seen in training, deterministic on CPU): end-point
-error 1.558 px on all pixels and 2.143 px on moving (> 1 px) pixels, against 2.167 / 3.032 px for zero flow
-(1.724 / 2.385 at step 200). The nearest-guidance baseline (0.374 / 0.481 px) is still far better: 300
+error 1.497 px on all pixels and 2.070 px on moving (> 1 px) pixels, against 2.167 / 3.032 px for zero flow
+(1.602 / 2.208 at step 200). The nearest-guidance baseline (0.374 / 0.481 px) is still far better: 300
 steps on 105 pairs teach the flow statistics and some use of the guidance, which takes the original tens of
 thousands of steps. A check that training works end to end, not a result.
 
