@@ -47,13 +47,14 @@ NBINS, FMAX = 99, 50.0
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-4
 
 
-def model_config(family, dtype="float32"):
+def model_config(family, dtype="float32", remat=False):
   from cmp_jax import config_lib
   enc, sparse_enc, dec, _, _ = FAMILIES[family]
   m = config_lib.base().model
   m.image_encoder, m.sparse_encoder, m.flow_decoder = enc, sparse_enc, dec
   m.skip_layer = dec == "MotionDecoderSkipLayer"
   m.dtype = dtype
+  m.remat = remat
   return m
 
 
@@ -78,12 +79,12 @@ def peak_memory_gb(device_mem=None):
 # Workers (one process each)
 # ---------------------------------------------------------------------------------------------------------
 
-def worker_jax(family, dtype, batch, crop, steps, warmup):
+def worker_jax(family, dtype, batch, crop, steps, warmup, remat=False):
   import jax
   import jax.numpy as jnp
   from cmp_jax import models, optim, train_lib
 
-  model = models.build_model(model_config(family, dtype))
+  model = models.build_model(model_config(family, dtype, remat))
   data = jax.device_put(make_batch(batch, crop))
   variables = models.init_variables(model, jax.random.key(0), crop, crop)
   schedule = optim.step_lr(LR)
@@ -120,14 +121,14 @@ def worker_jax(family, dtype, batch, crop, steps, warmup):
           "peak_gb": peak_memory_gb(mem), "device": f"{dev.platform}: {dev.device_kind}"}
 
 
-def worker_torch(family, dtype, batch, crop, steps, warmup):
+def worker_torch(family, dtype, batch, crop, steps, warmup, remat=False):
   import numpy as np
   import torch
   import torch.nn.functional as F
   from cmp_jax import torch_models as tm
 
-  if dtype != "float32":
-    raise ValueError("the PyTorch reference runs in float32")
+  if dtype != "float32" or remat:
+    raise ValueError("the PyTorch reference runs in float32, without rematerialisation")
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   torch.manual_seed(0)
   model = tm.build_torch_model(model_config(family)).to(device).train()
@@ -190,6 +191,14 @@ def worker_peak():
 # Driver
 # ---------------------------------------------------------------------------------------------------------
 
+def variants(family, args):
+  """The rows of one family: (framework, dtype, remat)."""
+  runs = [("torch", "float32", False)] * (not args.no_torch) + [("jax", d, False) for d in args.dtypes]
+  if args.remat and FAMILIES[family][0].startswith("resnet"):
+    runs += [("jax", d, True) for d in args.dtypes]
+  return runs
+
+
 def run_worker(spec, timeout):
   cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -212,6 +221,8 @@ def main(argv=None):
   p.add_argument("--warmup", type=int, default=1, help="untimed steps after compilation")
   p.add_argument("--rounds", type=int, default=1, help="processes per row, alternating frameworks")
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+  p.add_argument("--remat", action="store_true",
+                 help="also run cmp-jax with model.remat (ResNet families: blocks recomputed in the backward)")
   p.add_argument("--peak", type=float, nargs=2, metavar=("FP32", "BF16"),
                  help="machine peak GFLOP/s instead of measuring it")
   p.add_argument("--timeout", type=float, default=1800, help="seconds per worker process")
@@ -239,15 +250,16 @@ def main(argv=None):
         b, c = QUICK[family]
       b, c = args.batch or b, args.crop or c
       sizes[family] = (b, c)
-      runs = [("torch", "float32")] * (not args.no_torch) + [("jax", d) for d in args.dtypes]
+      runs = variants(family, args)
       if r % 2:
         runs = runs[::-1]
-      for fw, dt in runs:
+      for fw, dt, remat in runs:
         spec = {"kind": fw, "family": family, "dtype": dt, "batch": b, "crop": c, "steps": args.steps,
-                "warmup": args.warmup}
+                "warmup": args.warmup, "remat": remat}
         res = run_worker(spec, args.timeout)
-        rows.setdefault((family, fw, dt), []).append(res)
-        print(f"# round {r + 1} {family} {fw} {dt} b{b}@{c}: step {statistics.median(res['times']):.2f} s, "
+        rows.setdefault((family, fw, dt, remat), []).append(res)
+        print(f"# round {r + 1} {family} {fw} {dt}{' remat' * remat} b{b}@{c}: step "
+              f"{statistics.median(res['times']):.2f} s, "
               f"compile {res['compile_s']:.1f} s, peak {res['peak_gb']:.2f} GB, XLA temp "
               f"{res.get('xla_temp_gb') or 0:.2f} GB, loss {res['loss']:.3f}",
               file=sys.stderr, flush=True)
@@ -263,19 +275,21 @@ def main(argv=None):
   out = []
   for family in args.families:
     b, c = sizes[family]
-    ref = rows.get((family, "torch", "float32"))
+    ref = rows.get((family, "torch", "float32", False))
     ref_t = statistics.median(statistics.median(x["times"]) for x in ref) if ref else None
     ref_m = max(x["peak_gb"] for x in ref) if ref else None
-    jflops = next((x["flops"] for (f, fw, _), rs in rows.items() if f == family and fw == "jax" for x in rs), None)
-    for fw, dt in [("torch", "float32")] + [("jax", d) for d in args.dtypes]:
-      rs = rows.get((family, fw, dt))
+    jflops = next((x["flops"] for (f, fw, _, _), rs in rows.items() if f == family and fw == "jax" for x in rs),
+                  None)
+    for fw, dt, remat in variants(family, args):
+      rs = rows.get((family, fw, dt, remat))
       if not rs:
         continue
       t = statistics.median(statistics.median(x["times"]) for x in rs)
       comp = statistics.median(x["compile_s"] for x in rs)
       mem = max(x["peak_gb"] for x in rs)
       gf = jflops / 1e9 if jflops else None
-      name = "PyTorch fp32" if fw == "torch" else f"cmp-jax {'fp32' if dt == 'float32' else 'bf16'}"
+      name = ("PyTorch fp32" if fw == "torch"
+              else f"cmp-jax {'fp32' if dt == 'float32' else 'bf16'}{' remat' * remat}")
       share = 100 * gf / t / peak[dt] if gf else None
       fmt = lambda v, f: "-" if v is None else format(v, f)
       speed = f"**{ref_t / t:.2f}x**" if ref_t and fw == "jax" else ("1.00x" if ref_t else "-")

@@ -510,6 +510,36 @@ def test_relu_backward_equals_nn_relu():
                                 jax.grad(lambda v: jnp.sum(nn.relu(v) * x))(x))
 
 
+def test_remat_gives_the_same_values_and_keeps_less():
+  """model.remat: the same parameter tree, loss, gradients and BatchNorm statistics as without it, and fewer
+  bytes kept for the backward (what jax.checkpoint saves); only ResNet encoders offer it."""
+  image, sparse = jnp.asarray(np.random.RandomState(0).randn(2, 32, 32, 3), jnp.float32), jnp.zeros((2, 32, 32, 4))
+  flow = jnp.asarray(np.random.RandomState(1).randn(2, 32, 32, 2) * 3, jnp.float32)
+  runs = []
+  for remat in (False, True):
+    model = models.build_model(config_lib.model_config("resnet18", sparse_encoder="shallownet8x", remat=remat))
+    variables = models.init_variables(model, KEY, 32, 32, batch=2)
+
+    def loss(params):
+      logits, new = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, image, sparse,
+                                train=True, mutable=["batch_stats"])
+      return losses.discrete_loss(logits, flow), new
+
+    (value, new), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+    _, backward = jax.vjp(lambda p: loss(p)[0], variables["params"])  # a pytree holding what it keeps
+    nbytes = lambda tree: sum(a.size * a.dtype.itemsize for a in jax.tree_util.tree_leaves(tree))
+    kept = nbytes(backward) - nbytes(variables)  # activations (the weights are kept either way)
+    runs.append((value, grads, new, kept))
+  (v0, g0, s0, kept0), (v1, g1, s1, kept1) = runs
+  assert jax.tree_util.tree_structure(g0) == jax.tree_util.tree_structure(g1)
+  np.testing.assert_allclose(v1, v0, rtol=1e-6)
+  for a, b in zip(jax.tree_util.tree_leaves((g1, s1)), jax.tree_util.tree_leaves((g0, s0))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(jnp.max(jnp.abs(b))))
+  assert 0 < kept1 < 0.6 * kept0, (kept1, kept0)
+  with pytest.raises(ValueError, match="model.remat"):
+    models.build_model(config_lib.model_config("alexnet_fcn_32x", remat=True))
+
+
 def test_bn_groups_reach_every_batchnorm():
   model = models.build_model(config_lib.model_config("alexnet_fcn_32x"), bn_groups=2)
   found = []

@@ -40,9 +40,10 @@ def build_model(model_cfg, bn_groups: int = 1) -> CMP:
   """Builds the CMP network described by `config.model`.
 
   Reads image_encoder, sparse_encoder, flow_decoder, img_enc_dim,
-  sparse_enc_dim, output_dim, decoder_combo and dtype ('float32' or
+  sparse_enc_dim, output_dim, decoder_combo, dtype ('float32' or
   'bfloat16': computation dtype; parameters and BatchNorm statistics stay
-  float32). `bn_groups`: BatchNorm statistics per contiguous chunk of
+  float32) and remat (ResNet encoders: recompute each block in the
+  backward). `bn_groups`: BatchNorm statistics per contiguous chunk of
   batch / bn_groups samples (the number of devices for the original's
   per-GPU BatchNorm, 1 for statistics over the whole batch); the running
   statistics follow chunk 0.
@@ -57,7 +58,10 @@ def build_model(model_cfg, bn_groups: int = 1) -> CMP:
     raise ValueError("model.flow_decoder: MotionDecoderSkipLayer needs a ResNet image encoder "
                      "(AlexNet has no skip features)")
   kw = dict(dtype=DTYPES[m.dtype], bn_groups=int(bn_groups))
-  image_encoder = IMAGE_ENCODERS[m.image_encoder](int(m.img_enc_dim), **kw)
+  remat = bool(m.get("remat", False))  # configs written before the option have no such key
+  if remat and not m.image_encoder.startswith("resnet"):
+    raise ValueError("model.remat: rematerialisation is offered for the ResNet encoders only")
+  image_encoder = IMAGE_ENCODERS[m.image_encoder](int(m.img_enc_dim), **(dict(kw, remat=True) if remat else kw))
   flow_encoder = SPARSE_ENCODERS[m.sparse_encoder](int(m.sparse_enc_dim), **kw)
   if image_encoder.output_stride != flow_encoder.output_stride:
     raise ValueError(f"model.sparse_encoder: {m.sparse_encoder} downsamples by {flow_encoder.output_stride} "

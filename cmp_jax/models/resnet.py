@@ -93,12 +93,15 @@ class ResNet(nn.Module):
   `(out, (img, conv1, layer1))`: the input image itself, the stem output after
   BN+ReLU and before the max-pool (64 channels, 1/2), and the layer1 output
   (64 * expansion channels, 1/4), as the original's skip features.
+  `remat=True` keeps only each block's input for the backward and recomputes the
+  rest of the block there: less memory, more time, the same values.
   """
   block: Type[nn.Module]
   stage_sizes: Sequence[int]
   output_dim: int = 256
   dtype: Any = jnp.float32
   bn_groups: int = 1
+  remat: bool = False  # not in the original: recompute each block's inside in the backward (NOTES section 8)
   output_stride = 8
 
   @nn.compact
@@ -112,12 +115,14 @@ class ResNet(nn.Module):
 
     inplanes = 64
     expansion = self.block.expansion
+    # argument 2 of a block's __call__ (after self and x) is `train`, a Python bool
+    block = nn.remat(self.block, static_argnums=(2,)) if self.remat else self.block
     feats = {}
     # (planes, stride, dilation) per layer: strides removed and dilation 2 / 4 in layer3 / layer4.
     for li, (planes, stride, dilation) in enumerate(((64, 1, 1), (128, 2, 1), (256, 1, 2), (512, 1, 4))):
       for bi in range(self.stage_sizes[li]):
         first = bi == 0
-        y = self.block(planes, stride=stride if first else 1, dilation=dilation,
+        y = block(planes, stride=stride if first else 1, dilation=dilation,
                        downsample=first and (stride != 1 or inplanes != planes * expansion),
                        dtype=self.dtype, bn_groups=self.bn_groups, name=f"layer{li + 1}_{bi}")(y, train)
         inplanes = planes * expansion
