@@ -4,6 +4,7 @@
                                                                   # per-device batch and crop, fp32 + bf16
     .venv/bin/python benchmarks/train_step.py --quick             # batch 2, crops 256 (AlexNet) / 128: ~3 min
     .venv/bin/python benchmarks/train_step.py --families resnet50_plain --dtypes bfloat16 --steps 3
+    .venv/bin/python benchmarks/train_step.py --families resnet50_plain --remat   # + rows with model.remat
 
 Both sides do the same work on the same inputs and device: the network in train mode (BatchNorm with batch
 statistics), the original's DiscreteLoss (logits upsampled bilinearly with align_corners=True to the crop,

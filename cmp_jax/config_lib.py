@@ -45,7 +45,7 @@ def base():
   # as they are, e.g. from an earlier stage), so the output does not depend on the batch's statistics.
   c.model.freeze_bn = False
   # Not in the original: True recomputes each ResNet block's inside in the backward instead of keeping it
-  # (less memory, ~a quarter more time; the same values). ResNet encoders only.
+  # (less memory, 3-18 % more time on the benchmark's CPU; the same values). ResNet encoders only.
   c.model.remat = False
 
   c.data = ml_collections.ConfigDict()
