@@ -312,7 +312,7 @@ def test_cli_checkpoint_not_matching_the_config(tiny, tmp_path, capsys):
 
 def test_arrow_check_script(tiny, tmp_path, capsys):
   """scripts/arrow_check.py on the known-flow model: every arrow gets the same constant flow back, the table
-  says so, the picture has a row per checkpoint; a point outside the image is refused in one line."""
+  says so, the picture has a row per checkpoint; bad points are refused in one line."""
   import importlib.util
   spec = importlib.util.spec_from_file_location("arrow_check", os.path.join(ROOT, "scripts", "arrow_check.py"))
   arrow_check = importlib.util.module_from_spec(spec)
@@ -320,9 +320,10 @@ def test_arrow_check_script(tiny, tmp_path, capsys):
   _, _, _, ckpt = tiny
   image = tmp_path / "photo.png"
   Image.fromarray(_photo(200, 150)).save(image)
-  base = ["--config", QUICKSTART, "--image", str(image), "--point", "100", "70", "--still=20,20"]
+  base = ["arrow_check", "--config", QUICKSTART, "--image", str(image), "--still=20,20"]
   out = tmp_path / "arrows.png"
-  assert arrow_check.main(base + ["--checkpoint", ckpt, ckpt, "--arrows=-8,0 0,16", "--out", str(out)]) == 0
+  argv = base + ["--point=100,70", "--checkpoint", ckpt, "--checkpoint", ckpt, "--arrows=-8,0 0,16", "--out", str(out)]
+  assert arrow_check.main(argv) == 0
   rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {ckpt}")]
   assert [r[2].strip() for r in rows] == ["(-8, +0)", "(+0, +16)"] * 2
   u = U_EXPECTED * 200 / 213  # the network's crop is 213 px wide for this 200 px image (propagate's frame)
@@ -332,6 +333,8 @@ def test_arrow_check_script(tiny, tmp_path, capsys):
     assert abs(float(r[4]) - u) < 0.05  # the median |flow| of a constant field
   assert np.asarray(Image.open(out)).shape == (2 * 150, 3 * 200, 3)  # image + 2 arrows, 2 checkpoints
 
-  assert arrow_check.main(base[:4] + ["--point", "300", "70", "--checkpoint", ckpt]) == 2
-  err = capsys.readouterr().err.strip().splitlines()
-  assert len(err) == 1 and "--point 300,70 is outside" in err[0] and "(200x150)" in err[0]
+  for bad, message in (("--point=300,70", "--point 300,70 is outside"), ("--point=1,2,3", "--point: '1,2,3'"),
+                       ("--arrows=", "--arrows: no arrow given")):
+    assert arrow_check.main(base + ["--point=100,70", bad, "--checkpoint", ckpt]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
