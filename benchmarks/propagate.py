@@ -5,8 +5,8 @@
 
 Both sides run the network in eval mode (running BatchNorm statistics) on one image with ~20 guidance points
 and decode the flow as the original's eval() does: soft-argmax over the bins at the decoder's resolution,
-then bilinear (align_corners=True) upsampling to the input size. cmp-jax runs `propagate.Propagator`, the
-jitted function `python -m cmp_jax.propagate` uses (model.dtype float32 or bfloat16); PyTorch runs
+then bilinear (align_corners=True) upsampling to the input size. cmp-jax runs `inference.Predictor.run`, the
+jitted function `python -m cmp_jax.propagate` and the demos use (model.dtype float32 or bfloat16); PyTorch runs
 `cmp_jax/torch_models.py` under `torch.no_grad()` in float32. Each is its own process, alternated over
 `--rounds`; latency is the median over `--runs` calls after one warm-up call (compile time shown apart).
 """
@@ -30,12 +30,12 @@ from train_step import FAMILIES, NBINS, FMAX, make_batch, model_config  # noqa: 
 
 def worker_jax(family, dtype, size, runs):
   import jax
-  from cmp_jax import config_lib, models, propagate
+  from cmp_jax import config_lib, inference, models
   config = config_lib.base()
   config.model = model_config(family, dtype)
   model = models.build_model(config.model)
   variables = models.init_variables(model, jax.random.key(0), size, size)
-  prop = propagate.Propagator(model, variables, config)
+  prop = inference.Predictor(model, variables, config)
   batch = make_batch(1, size)
   batch["sparse"][..., 2:] = 0
   batch["sparse"][:, ::80, ::80, 2:] = 1  # ~20 guidance points
