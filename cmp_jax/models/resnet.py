@@ -123,8 +123,8 @@ class ResNet(nn.Module):
       for bi in range(self.stage_sizes[li]):
         first = bi == 0
         y = block(planes, stride=stride if first else 1, dilation=dilation,
-                       downsample=first and (stride != 1 or inplanes != planes * expansion),
-                       dtype=self.dtype, bn_groups=self.bn_groups, name=f"layer{li + 1}_{bi}")(y, train)
+                  downsample=first and (stride != 1 or inplanes != planes * expansion),
+                  dtype=self.dtype, bn_groups=self.bn_groups, name=f"layer{li + 1}_{bi}")(y, train)
         inplanes = planes * expansion
       feats[li + 1] = y
     out = layers.Conv(self.output_dim, 1, dtype=self.dtype, name="conv5")(y)
