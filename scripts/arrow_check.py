@@ -29,18 +29,6 @@ from cmp_jax import checkpoint, cli, config_lib, flowviz, inference
 WINDOW = 5  # the mean is over (2 * WINDOW + 1)^2 pixels around the arrow's point
 
 
-def vectors(name, text):
-  """'X,Y X,Y ...' -> [(float, float), ...]; a UsageError naming the flag for anything else."""
-  out = []
-  for item in text.split():
-    try:
-      a, b = (float(v) for v in item.split(","))
-    except ValueError:
-      raise cli.UsageError(f"--{name}: {item!r} is not two numbers as X,Y") from None
-    out.append((a, b))
-  return out
-
-
 def define_flags(fv):
   flags.DEFINE_multi_string("checkpoint", None, "a run, checkpoint folder or packed model (repeat the flag to "
                             "compare several)", flag_values=fv)
@@ -74,15 +62,15 @@ def main(argv):
 
 def _main(args):
   config = config_lib.validate(args.config, check_paths=False)
-  points, arrows, still = (vectors(name, getattr(args, name)) for name in ("point", "arrows", "still"))
-  if len(points) != 1 or not arrows:
-    raise cli.UsageError("--point takes one X,Y" if len(points) != 1 else "--arrows: no arrow given")
-  point = points[0]
+  point = inference.parse_point(args.point, "--point")
+  arrows = [inference.parse_point(a, "--arrows") for a in args.arrows.split()]
+  still = [inference.parse_point(p, "--still") for p in args.still.split()]
+  if not arrows:
+    raise cli.UsageError("--arrows: no arrow given")
   image = inference.read_image(args.image)
   h, w = image.shape[:2]
-  for name, (x, y) in [("point", point)] + [("still", s) for s in still]:
-    if not (0 <= x < w and 0 <= y < h):
-      raise cli.UsageError(f"--{name} {x:g},{y:g} is outside {args.image} ({w}x{h})")
+  inference.check_points([point], w, h, "--point")
+  inference.check_points(still, w, h, "--still")
   point = (int(point[0]), int(point[1]))
   results = [(path, *check(inference.Predictor.load(config, path), image, point, arrows, still))
              for path in args.checkpoint]

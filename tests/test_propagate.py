@@ -333,7 +333,8 @@ def test_arrow_check_script(tiny, tmp_path, capsys):
     assert abs(float(r[4]) - u) < 0.05  # the median |flow| of a constant field
   assert np.asarray(Image.open(out)).shape == (2 * 150, 3 * 200, 3)  # image + 2 arrows, 2 checkpoints
 
-  for bad, message in (("--point=300,70", "--point 300,70 is outside"), ("--point=1,2,3", "--point: '1,2,3'"),
+  for bad, message in (("--point=300,70", "--point 0 at (x=300, y=70) is outside the 200x150 image"),
+                       ("--point=1,2,3", "--point '1,2,3': expected two comma-separated numbers"),
                        ("--arrows=", "--arrows: no arrow given")):
     assert arrow_check.main(base + ["--point=100,70", bad, "--checkpoint", ckpt]) == 2
     err = capsys.readouterr().err.strip().splitlines()
