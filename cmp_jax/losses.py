@@ -13,6 +13,7 @@ Layout: logits are [B, h, w, 2 * nbins]; channels [0, nbins) classify the u
   flow is then upsampled -- fuse, then upsample, as the original's eval().
 """
 
+import functools
 from typing import Optional, Tuple
 
 import jax
@@ -68,10 +69,11 @@ LOSS_CHUNK_ELEMENTS = 1 << 23
 DENSE_INTERP_MAX = 64
 
 
-def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
-  """[n_out, n_in] float32 matrix of align-corners linear interpolation (2 nonzeros a row at most)."""
-  i0, i1, lam0, lam1 = _align_corners_taps(n_in, n_out)
-  m = np.zeros((n_out, n_in), np.float32)
+def _interp_matrix(n_in: int, n_out: int, dtype=np.float32) -> np.ndarray:
+  """[n_out, n_in] matrix of align-corners linear interpolation (2 nonzeros a row at most), float32 or
+  float64 (weights computed in that type, as `_align_corners_taps`)."""
+  i0, i1, lam0, lam1 = _align_corners_taps(n_in, n_out, dtype)
+  m = np.zeros((n_out, n_in), lam0.dtype)
   np.add.at(m, (np.arange(n_out), i0), lam0)
   np.add.at(m, (np.arange(n_out), i1), lam1)
   return m
@@ -86,6 +88,66 @@ def _rows_per_chunk(batch: int, height: int, row_elements: int, budget: int = LO
   return best
 
 
+def _dense_ce_sums_and_grad(logits: jax.Array, bins: jax.Array, nbins: int, with_grad: bool):
+  """[B] sums over H x W of CE_u + CE_v of small logits (both sides <= DENSE_INTERP_MAX) upsampled to the
+  labels' H x W, and (`with_grad`) their gradient with respect to the logits, else None.
+
+  The logits are laid out [h, 2, B, nbins, w] once (they are small), so that in each chunk of output rows
+  the upsampling is two plain matmuls (rows by the [R, h] interpolation matrix, then columns by the [w, W]
+  one) giving [R, 2, B, nbins, W] with W the minor axis, and the CE reduces over the bins axis: no slice,
+  transpose or gather of a large array. The gradient is made in the same pass: softmax - one-hot, taken back
+  to the logits by the two transposed matmuls, so each upsampled logit is exponentiated once.
+  """
+  b, h, w, _ = logits.shape
+  out_h, out_w = bins.shape[1:3]
+  chunk = _rows_per_chunk(b, out_h, out_w * 2 * nbins)
+  n_chunks = out_h // chunk
+  rows = jnp.asarray(_interp_matrix(h, out_h, logits.dtype).reshape(n_chunks, chunk, h))
+  cols = jnp.asarray(_interp_matrix(w, out_w, logits.dtype).T)  # [w, W]
+  lt = logits.reshape(b, h, w, 2, nbins).transpose(1, 3, 0, 4, 2)  # [h, 2, B, nbins, w]
+  labels = bins.transpose(1, 3, 0, 2).reshape(n_chunks, chunk, 2, b, out_w)  # [chunks, R, 2, B, W]
+  k = jnp.arange(nbins, dtype=labels.dtype)[:, None]
+
+  def body(carry, xs):
+    total, grad = carry
+    rows_c, lab = xs
+    up = jnp.einsum("wW,rsbkw->rsbkW", cols, jnp.einsum("rh,hsbkw->rsbkw", rows_c, lt))
+    top = jnp.max(up, axis=3, keepdims=True)
+    e = jnp.exp(up - top)
+    s = jnp.sum(e, axis=3, keepdims=True)
+    onehot = k == lab[:, :, :, None, :]
+    ce = (jnp.log(s) + top)[:, :, :, 0] - jnp.sum(jnp.where(onehot, up, 0.0), axis=3)
+    total = total + jnp.sum(ce, axis=(0, 1, 3))
+    if with_grad:
+      d_up = e / s - onehot
+      grad = grad + jnp.einsum("rh,rsbkw->hsbkw", rows_c, jnp.einsum("rsbkW,wW->rsbkw", d_up, cols))
+    return (total, grad), None
+
+  grad0 = jnp.zeros_like(lt) if with_grad else None
+  (total, grad), _ = jax.lax.scan(body, (jnp.zeros((b,), logits.dtype), grad0), (rows, labels))
+  if with_grad:
+    grad = grad.transpose(2, 0, 4, 1, 3).reshape(logits.shape)
+  return total, grad
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _dense_upsampled_ce_sums(logits: jax.Array, bins: jax.Array, nbins: int) -> jax.Array:
+  """`_dense_ce_sums_and_grad`'s sums, with the gradient made in the forward pass (kept: logits-sized)."""
+  return _dense_ce_sums_and_grad(logits, bins, nbins, with_grad=False)[0]
+
+
+def _dense_upsampled_ce_sums_fwd(logits, bins, nbins):
+  sums, grad = _dense_ce_sums_and_grad(logits, bins, nbins, with_grad=True)
+  return sums, grad
+
+
+def _dense_upsampled_ce_sums_bwd(nbins, grad, g):
+  return g[:, None, None, None] * grad, None
+
+
+_dense_upsampled_ce_sums.defvjp(_dense_upsampled_ce_sums_fwd, _dense_upsampled_ce_sums_bwd)
+
+
 def discrete_loss_per_sample(logits: jax.Array, flow: jax.Array, nbins: int = NBINS,
                              fmax: float = FMAX) -> jax.Array:
   """Per-sample DiscreteLoss [B]: mean over H*W of CE_u + CE_v.
@@ -98,7 +160,7 @@ def discrete_loss_per_sample(logits: jax.Array, flow: jax.Array, nbins: int = NB
   never held in memory, forward or backward. Same values as upsampling everything first, to rounding.
 
   Args:
-    logits: [B, h, w, 2 * nbins] (any float dtype; computed in float32).
+    logits: [B, h, w, 2 * nbins] (any float dtype; computed in float32, or float64 for float64 logits).
     flow: [B, H, W, 2] dense target flow (u, v) in pixels.
   """
   _check_nbins(nbins)
@@ -106,7 +168,7 @@ def discrete_loss_per_sample(logits: jax.Array, flow: jax.Array, nbins: int = NB
     raise ValueError(f"logits must be [B, h, w, {2 * nbins}] (2 * nbins channels), got {logits.shape}")
   if flow.ndim != 4 or flow.shape[-1] != 2 or flow.shape[0] != logits.shape[0]:
     raise ValueError(f"flow must be [B, H, W, 2] with B = {logits.shape[0]}, got {flow.shape}")
-  logits = logits.astype(jnp.float32)
+  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
   bins = flow_to_bins(flow, nbins, fmax)
   b, h, w, c2 = logits.shape
   out_h, out_w = flow.shape[1:3]
@@ -117,6 +179,8 @@ def discrete_loss_per_sample(logits: jax.Array, flow: jax.Array, nbins: int = NB
 
   if (h, w) == (out_h, out_w):
     return ce_sums(logits, bins) / (out_h * out_w)
+  if h <= DENSE_INTERP_MAX and w <= DENSE_INTERP_MAX:
+    return _dense_upsampled_ce_sums(logits, bins, nbins) / (out_h * out_w)
 
   # Each axis is interpolated inside each chunk of output rows, either as a matmul with the dense
   # [n_out, n_in] interpolation matrix (small inputs: 2 * n_in flops per output, and a matmul's backward is
@@ -127,12 +191,12 @@ def discrete_loss_per_sample(logits: jax.Array, flow: jax.Array, nbins: int = NB
   bins = bins.reshape(b, n_chunks, chunk, out_w, 2).swapaxes(0, 1)
   dense_h = h <= DENSE_INTERP_MAX
   if dense_h:
-    row_taps = (jnp.asarray(_interp_matrix(h, out_h).reshape(n_chunks, chunk, h)),)
+    row_taps = (jnp.asarray(_interp_matrix(h, out_h, logits.dtype).reshape(n_chunks, chunk, h)),)
   else:
-    rows0, rows1, lam0, lam1 = _align_corners_taps(h, out_h)
+    rows0, rows1, lam0, lam1 = _align_corners_taps(h, out_h, logits.dtype)
     row_taps = tuple(jnp.asarray(a.reshape(n_chunks, chunk)) for a in (rows0, rows1, lam0, lam1))
   if w <= DENSE_INTERP_MAX:
-    mw = jnp.asarray(_interp_matrix(w, out_w))
+    mw = jnp.asarray(_interp_matrix(w, out_w, logits.dtype))
     up_w = lambda x: jnp.einsum("Ww,brwc->brWc", mw, x)
   else:
     up_w = lambda x: resize_bilinear_align_corners(x, (x.shape[1], out_w))
@@ -151,7 +215,7 @@ def discrete_loss_per_sample(logits: jax.Array, flow: jax.Array, nbins: int = NB
     taps, lab = xs
     return total + chunk_sums(logits, taps, lab), None
 
-  total, _ = jax.lax.scan(body, jnp.zeros((b,), jnp.float32), (row_taps, bins))
+  total, _ = jax.lax.scan(body, jnp.zeros((b,), logits.dtype), (row_taps, bins))
   return total / (out_h * out_w)
 
 
