@@ -28,6 +28,7 @@ def test_chunked_loss_matches_upsampling_first(logit_size, flow_size, budget, de
   monkeypatch.setattr(losses, "DENSE_INTERP_MAX", dense_max)
   if budget:
     monkeypatch.setattr(losses, "LOSS_CHUNK_ELEMENTS", budget)  # many chunks
+    monkeypatch.setattr(losses, "DENSE_LOSS_CHUNK_ELEMENTS", budget)
   k1, k2 = jax.random.split(jax.random.PRNGKey(0))
   logits = 3.0 * jax.random.normal(k1, (2, *logit_size, 198))
   flow = 20.0 * jax.random.normal(k2, (2, *flow_size, 2))
@@ -48,7 +49,18 @@ def test_interp_matrix_rows():
   assert (np.count_nonzero(m, axis=1) <= 2).all()
 
 
+def test_row_windows_hold_every_weight():
+  for n_in, n_out, chunk in [(12, 384, 1), (12, 384, 8), (40, 320, 2), (1, 5, 5), (3, 24, 4), (5, 5, 1)]:
+    starts, rows = losses._row_windows(n_in, n_out, chunk, np.float32)
+    full = np.zeros((n_out // chunk, chunk, n_in), np.float32)
+    for c, s in enumerate(starts):
+      full[c, :, s:s + rows.shape[-1]] = rows[c]
+    np.testing.assert_array_equal(full.reshape(n_out, n_in), losses._interp_matrix(n_in, n_out))
+  assert losses._row_windows(12, 384, 1, np.float32)[1].shape == (384, 1, 2)
+
+
 def test_rows_per_chunk_divides_the_height():
   assert losses._rows_per_chunk(8, 384, 384 * 198) == 12  # 8 * 12 * 384 * 198 <= 2 ** 23 < 8 * 13 * ...
   assert 384 % losses._rows_per_chunk(8, 384, 384 * 198) == 0
   assert losses._rows_per_chunk(8, 7, 1 << 30) == 1
+  assert losses._rows_per_chunk(8, 384, 384 * 198, budget=1 << 21) == 3
