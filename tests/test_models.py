@@ -591,6 +591,21 @@ def test_pooling_matches_pytorch_floor_mode():
   np.testing.assert_allclose(a[0, 0, 0], x[0, :2, :2].mean(axis=(0, 1)))
 
 
+@pytest.mark.parametrize("size, kernel, stride, padding", [((9, 9), 3, 2, 1), ((10, 12), 3, 2, 1), ((8, 8), 2, 2, 0),
+                                                          ((7, 9), 4, 4, 0), ((6, 6), 3, 1, 1)])
+def test_max_pool_gradient_goes_to_the_first_maximum_as_pytorch(size, kernel, stride, padding):
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(sum(size) + kernel)
+  x = np.round(rng.normal(size=(2, *size, 3)) * 1.5).astype(np.float32) - 1.0  # many ties, many negatives
+  y, vjp = jax.vjp(lambda a: layers.max_pool(a, kernel, stride, padding), jnp.asarray(x))
+  dy = rng.normal(size=y.shape).astype(np.float32)
+  xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+  yt = torch.nn.functional.max_pool2d(xt, kernel, stride, padding)
+  yt.backward(torch.tensor(dy.transpose(0, 3, 1, 2)))
+  np.testing.assert_array_equal(np.asarray(y), yt.detach().numpy().transpose(0, 2, 3, 1))
+  np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(dy))[0]), xt.grad.numpy().transpose(0, 2, 3, 1), atol=1e-6)
+
+
 def test_float64_mode_for_parity_checks():
   # dtype 'float64' (under jax x64) runs everything, BN statistics and resize weights included, in float64.
   torch = pytest.importorskip("torch")
