@@ -87,7 +87,7 @@ def test_fast_conv_under_jit_and_second_order_shapes():
                                   (1, 7, 32, 3, 3, 1, 0, 1)],
                          ids=["3x3", "3x3s2", "d2", "d4", "5x5", "11x11s4", "nopad"])
 def test_matmul_formulation_matches_xla_conv(case):
-  """The matmul formulation (forward, input and kernel gradients) on its own, in float32."""
+  """The bf16 path's matmul formulation (forward, input and kernel gradients), checked in float32."""
   b, n, cin, cout, k, s, p, d = case
   rng = np.random.default_rng(sum(case))
   x = jnp.asarray(rng.normal(size=(b, n, n, cin)), jnp.float32)
@@ -100,8 +100,8 @@ def test_matmul_formulation_matches_xla_conv(case):
   assert _rel(layers._matmul_kernel_grad(x, dy, k, s, p, d), dw) <= 2e-6
 
 
-def test_matmul_path_in_float32_and_in_bfloat16_above_the_depth_threshold():
+def test_bfloat16_uses_the_matmul_path_above_the_depth_threshold():
   x = jnp.zeros((1, 8, 8, 32), jnp.bfloat16)
   assert layers._use_matmul_conv(x, jnp.zeros((3, 3, 32, 4), jnp.bfloat16))
+  assert not layers._use_matmul_conv(x.astype(jnp.float32), jnp.zeros((3, 3, 32, 4)))
   assert not layers._use_matmul_conv(x[..., :3], jnp.zeros((7, 7, 3, 4), jnp.bfloat16))  # the stem: 147
-  assert layers._use_matmul_conv(x[..., :3].astype(jnp.float32), jnp.zeros((7, 7, 3, 4)))

@@ -262,8 +262,7 @@ def _matmul_conv(x, kernel, stride: int, padding: int, dilation: int):
   """A k x k conv as per-sample im2col matmuls [h*w, k*k*Cin] @ [k*k*Cin, Cout] (float32 accumulation).
 
   In bfloat16 these matmuls run on the CPU's bf16 matrix units (AMX), which XLA:CPU's bf16 convolution
-  does not use: about 2x faster than the convolution for ResNet-50's 3x3 layers. In float32, with the
-  matmul gradients below, 0-45 % faster than XLA's convolution forward and gradients (NOTES.md, section 9).
+  does not use: about 2x faster than the convolution for ResNet-50's 3x3 layers.
   """
   k, cin, cout = kernel.shape[0], kernel.shape[2], kernel.shape[3]
   out_h = _out_size(x.shape[1], k, stride, padding, dilation)
@@ -325,15 +324,13 @@ def _matmul_kernel_grad(x, dy, k: int, stride: int, padding: int, dilation: int)
   return total.reshape(k, k, cin, cout)
 
 
-# In bfloat16, k x k convs whose im2col rows have at least this many entries (k*k*Cin) run as matmuls;
-# shallower ones (the ResNet stem, ShallowNet) stay on XLA's convolution. In float32 every k x k conv runs as
-# matmuls, which measured as fast or faster for every shape in the networks (benchmarks/NOTES.md, section 9).
+# k x k convs whose im2col rows have at least this many entries (k*k*Cin) run as matmuls in bfloat16.
 MATMUL_CONV_MIN_DEPTH = 256
 
 
 def _use_matmul_conv(x, kernel) -> bool:
   k, cin = kernel.shape[0], kernel.shape[2]
-  return x.dtype != jnp.bfloat16 or k * k * cin >= MATMUL_CONV_MIN_DEPTH
+  return x.dtype == jnp.bfloat16 and k * k * cin >= MATMUL_CONV_MIN_DEPTH
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -400,10 +397,9 @@ def conv2d(x, kernel, stride: int = 1, padding: int = 0, dilation: int = 1):
   Same values as `conv2d_reference` to float rounding:
   * 1x1 convs (no padding) are matmuls (`dot_general`) over the channels, after subsampling the input by
     the stride: forward and both gradients are then matmuls, ~2.7x faster than XLA's convolution.
-  * k x k convs, through a custom VJP: forward, input and kernel gradients as per-sample im2col matmuls
-    (`_matmul_conv`, `_matmul_input_grad`, `_matmul_kernel_grad`; on AMX in bfloat16). Shallow bfloat16
-    convs (k*k*Cin < 256) keep XLA's convolution forward and input gradient, with the kernel gradient as
-    im2col matmuls (`_kernel_grad`).
+  * k x k convs, through a custom VJP: in float32, XLA's convolution forward and input gradient and the
+    kernel gradient as im2col matmuls (`_kernel_grad`); in bfloat16 (when k*k*Cin >= 256), all three as
+    per-sample im2col matmuls (`_matmul_conv`, `_matmul_input_grad`, `_matmul_kernel_grad`) on AMX.
   """
   k = kernel.shape[0]
   if kernel.shape[1] != k:
