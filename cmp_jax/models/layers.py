@@ -153,16 +153,19 @@ def max_pool(x: jax.Array, kernel: int, stride: int, padding: int = 0) -> jax.Ar
   """`nn.MaxPool2d(kernel, stride, padding)` (floor mode); padding acts as -inf.
 
   The gradient goes to the first maximum of each window in row-major order, as PyTorch's and as XLA's own
-  (select-and-scatter), but is computed from the k*k shifted views of the input (`_max_pool_bwd`), which
-  XLA:CPU runs 3-9x faster than its select-and-scatter (benchmarks/NOTES.md, section 9).
+  (select-and-scatter). For overlapping windows (kernel > stride: AlexNet's and the ResNet stem's 3x3 / 2) it
+  is computed from the k*k shifted views of the input (`_max_pool_bwd`), which XLA:CPU runs 3-9x faster than
+  its select-and-scatter; non-overlapping pools keep XLA's, with which the ResNet steps' memory stayed lower
+  (benchmarks/NOTES.md, section 9).
   """
-  return _max_pool(x, kernel, stride, padding)
+  if kernel > stride:
+    return _max_pool(x, kernel, stride, padding)
+  return nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding=((padding, padding), (padding, padding)))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _max_pool(x, kernel: int, stride: int, padding: int):
-  return nn.max_pool(x, (kernel, kernel), strides=(stride, stride),
-                     padding=((padding, padding), (padding, padding)))
+  return nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding=((padding, padding), (padding, padding)))
 
 
 def _max_pool_fwd(x, kernel, stride, padding):
