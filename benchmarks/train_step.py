@@ -19,8 +19,9 @@ frameworks, round after round (`--rounds`), so that a machine shared with other 
 Step time: median over the timed steps after `--warmup` steps, then median over rounds. Compile time:
 `jit(...).lower(...).compile()` (PyTorch: the first step). Peak memory: the process's peak resident set
 (CPU) or the device's peak allocation (GPU). Model FLOPs per step: 3x the forward pass's FLOPs from XLA's
-cost analysis of the plain formulation (the backward costs about two forwards); achieved FLOP/s divides them by the step time, and
-"% peak" by the machine's peak, measured here as a 4096^3 matmul in the row's dtype (fp32 for PyTorch).
+cost analysis of the plain formulation (the backward costs about two forwards); achieved FLOP/s divides them
+by the step time, and "% peak" by the machine's peak, measured here as a 4096^3 matmul in the row's dtype (fp32
+for PyTorch).
 The speed ratio is PyTorch's step time divided by this row's (>1: faster than PyTorch fp32).
 """
 

@@ -154,8 +154,7 @@ def _dense_upsampled_ce_sums(logits: jax.Array, bins: jax.Array, nbins: int) -> 
 
 
 def _dense_upsampled_ce_sums_fwd(logits, bins, nbins):
-  sums, grad = _dense_ce_sums_and_grad(logits, bins, nbins, with_grad=True)
-  return sums, grad
+  return _dense_ce_sums_and_grad(logits, bins, nbins, with_grad=True)  # (sums, gradient kept for the backward)
 
 
 def _dense_upsampled_ce_sums_bwd(nbins, grad, g):

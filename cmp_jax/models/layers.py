@@ -158,14 +158,14 @@ def max_pool(x: jax.Array, kernel: int, stride: int, padding: int = 0) -> jax.Ar
   its select-and-scatter; non-overlapping pools keep XLA's, with which the ResNet steps' memory stayed lower
   (benchmarks/NOTES.md, section 9).
   """
-  if kernel > stride:
-    return _max_pool(x, kernel, stride, padding)
+  return (_max_pool if kernel > stride else _xla_max_pool)(x, kernel, stride, padding)
+
+
+def _xla_max_pool(x, kernel: int, stride: int, padding: int):
   return nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding=((padding, padding), (padding, padding)))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _max_pool(x, kernel: int, stride: int, padding: int):
-  return nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding=((padding, padding), (padding, padding)))
+_max_pool = jax.custom_vjp(_xla_max_pool, nondiff_argnums=(1, 2, 3))
 
 
 def _max_pool_fwd(x, kernel, stride, padding):
