@@ -169,22 +169,26 @@ _max_pool = jax.custom_vjp(_xla_max_pool, nondiff_argnums=(1, 2, 3))
 
 
 def _max_pool_fwd(x, kernel, stride, padding):
-  y = _max_pool(x, kernel, stride, padding)
-  return y, (x, y)
+  return _max_pool(x, kernel, stride, padding), x
 
 
-def _max_pool_bwd(kernel, stride, padding, res, dy):
-  x, y = res
+def _max_pool_bwd(kernel, stride, padding, x, dy):
+  # Each window's first maximum is found again here from x's shifted views (strictly greater replaces, as in
+  # PyTorch's kernel), not by comparing them with the forward's output: XLA may recompute x inside a fusion
+  # with other rounding, and an equality test against the stored maximum would then miss it.
   k, s, p = kernel, stride, padding
-  out_h, out_w = y.shape[1:3]
+  out_h, out_w = dy.shape[1:3]
   xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
   hp, wp = xp.shape[1:3]
+  taps = _taps(xp, k, s, 1, out_h, out_w)
+  best, first = taps[0], jnp.zeros(dy.shape, jnp.int32)
+  for t, tap in enumerate(taps[1:], 1):
+    greater = tap > best
+    best, first = jnp.where(greater, tap, best), jnp.where(greater, t, first)
   zero = jnp.zeros((), dy.dtype)
-  taken, dx = None, None
-  for tap, (ky, kx) in zip(_taps(xp, k, s, 1, out_h, out_w), [(ky, kx) for ky in range(k) for kx in range(k)]):
-    hit = tap == y
-    hit, taken = (hit, hit) if taken is None else (hit & ~taken, taken | hit)
-    placed = jax.lax.pad(jnp.where(hit, dy, zero), zero,
+  dx = None
+  for t, (ky, kx) in enumerate((ky, kx) for ky in range(k) for kx in range(k)):
+    placed = jax.lax.pad(jnp.where(first == t, dy, zero), zero,
                          ((0, 0, 0), (ky, hp - ky - ((out_h - 1) * s + 1), s - 1),
                           (kx, wp - kx - ((out_w - 1) * s + 1), s - 1), (0, 0, 0)))
     dx = placed if dx is None else dx + placed
