@@ -154,7 +154,7 @@ def max_pool(x: jax.Array, kernel: int, stride: int, padding: int = 0) -> jax.Ar
 
   The gradient goes to the first maximum of each window in row-major order, as PyTorch's and as XLA's own
   (select-and-scatter). For overlapping windows (kernel > stride: AlexNet's and the ResNet stem's 3x3 / 2) it
-  is computed from the k*k shifted views of the input (`_max_pool_bwd`), which XLA:CPU runs 3-9x faster than
+  is computed from the k*k shifted views of the input (`_max_pool_bwd`), which XLA:CPU runs 5-13x faster than
   its select-and-scatter; non-overlapping pools keep XLA's, with which the ResNet steps' memory stayed lower
   (benchmarks/NOTES.md, section 9).
   """
