@@ -185,13 +185,7 @@ def _max_pool_bwd(kernel, stride, padding, x, dy):
   for t, tap in enumerate(taps[1:], 1):
     greater = tap > best
     best, first = jnp.where(greater, tap, best), jnp.where(greater, t, first)
-  zero = jnp.zeros((), dy.dtype)
-  dx = None
-  for t, (ky, kx) in enumerate((ky, kx) for ky in range(k) for kx in range(k)):
-    placed = jax.lax.pad(jnp.where(first == t, dy, zero), zero,
-                         ((0, 0, 0), (ky, hp - ky - ((out_h - 1) * s + 1), s - 1),
-                          (kx, wp - kx - ((out_w - 1) * s + 1), s - 1), (0, 0, 0)))
-    dx = placed if dx is None else dx + placed
+  dx = _untaps([jnp.where(first == t, dy, 0) for t in range(k * k)], k, s, 1, hp, wp)
   return (dx[:, p:p + x.shape[1], p:p + x.shape[2]],)
 
 
@@ -234,6 +228,21 @@ def _taps(xp, k: int, stride: int, dilation: int, out_h: int, out_w: int):
                         (xp.shape[0], ky * d + (out_h - 1) * s + 1, kx * d + (out_w - 1) * s + 1, xp.shape[3]),
                         (1, s, s, 1))
           for ky in range(k) for kx in range(k)]
+
+
+def _untaps(values, k: int, stride: int, dilation: int, hp: int, wp: int):
+  """The transpose of `_taps`: k*k [..., out_h, out_w, C] arrays, in (ky, kx) order, each placed back where its
+  tap was read in a padded [..., hp, wp, C] frame, and summed (col2im)."""
+  s, d = stride, dilation
+  out_h, out_w = values[0].shape[-3:-1]
+  zero = jnp.zeros((), values[0].dtype)
+  lead = [(0, 0, 0)] * (values[0].ndim - 3)
+  total = None
+  for v, (ky, kx) in zip(values, [(ky, kx) for ky in range(k) for kx in range(k)]):
+    placed = jax.lax.pad(v, zero, lead + [(ky * d, hp - ky * d - ((out_h - 1) * s + 1), s - 1),
+                                          (kx * d, wp - kx * d - ((out_w - 1) * s + 1), s - 1), (0, 0, 0)])
+    total = placed if total is None else total + placed
+  return total
 
 
 def _kernel_grad(x, dy, k: int, stride: int, padding: int, dilation: int):
@@ -292,19 +301,12 @@ def _matmul_input_grad(dy, kernel, x_shape, stride: int, padding: int, dilation:
   out_h, out_w = dy.shape[1:3]
   hp, wp = height + 2 * padding, width + 2 * padding
   wt = kernel.reshape(k * k * cin, cout).T
-  s, d = stride, dilation
   acc = _acc_dtype(dy.dtype)
 
   def one(dyi):
     dcols = jnp.dot(dyi.reshape(out_h * out_w, cout), wt, preferred_element_type=acc)
     dcols = dcols.reshape(out_h, out_w, k * k, cin)
-    total = None
-    for ky in range(k):
-      for kx in range(k):
-        placed = jax.lax.pad(dcols[:, :, ky * k + kx], jnp.zeros((), acc),
-                             ((ky * d, hp - ky * d - ((out_h - 1) * s + 1), s - 1),
-                              (kx * d, wp - kx * d - ((out_w - 1) * s + 1), s - 1), (0, 0, 0)))
-        total = placed if total is None else total + placed
+    total = _untaps([dcols[:, :, t] for t in range(k * k)], k, stride, dilation, hp, wp)
     return total[padding:padding + height, padding:padding + width].astype(dy.dtype)
 
   return jax.lax.map(one, dy)
