@@ -29,6 +29,18 @@ CASES = [
 ]
 
 
+@pytest.fixture(params=["per-sample", "grouped", "xla-narrow"])
+def formulation(request, monkeypatch):
+  """The im2col loops one sample at a time (the default at these sizes) and over groups of samples, both also
+  for narrow convs; and the default, where convs with < 32 output channels (all of CASES) keep XLA's kernel
+  gradient."""
+  if request.param != "xla-narrow":
+    monkeypatch.setattr(layers, "KERNEL_GRAD_MIN_COUT", 0)
+  if request.param == "grouped":
+    monkeypatch.setattr(layers, "_samples_per_group", lambda batch, rows, cout: batch)
+  return request.param
+
+
 def _run(case, dtype):
   b, n, cin, cout, k, s, p, d = case
   rng = np.random.default_rng(sum(case))
@@ -48,7 +60,7 @@ def _rel(a, b):
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}n{}c{}-{}k{}s{}p{}d{}".format(*c))
-def test_fast_conv_matches_xla_conv_float32(case):
+def test_fast_conv_matches_xla_conv_float32(case, formulation):
   out = _run(case, jnp.float32)
   for name, a, b in zip(("y", "dx", "dkernel"), out["fast"], out["ref"]):
     assert a.shape == b.shape and a.dtype == b.dtype, name
@@ -56,7 +68,7 @@ def test_fast_conv_matches_xla_conv_float32(case):
 
 
 @pytest.mark.parametrize("case", CASES[:8], ids=lambda c: "b{}n{}c{}-{}k{}s{}p{}d{}".format(*c))
-def test_fast_conv_matches_xla_conv_float64(case):
+def test_fast_conv_matches_xla_conv_float64(case, formulation):
   with jax.enable_x64(True):
     out = _run(case, jnp.float64)
     for name, a, b in zip(("y", "dx", "dkernel"), out["fast"], out["ref"]):
@@ -66,7 +78,7 @@ def test_fast_conv_matches_xla_conv_float64(case):
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[6], (2, 9, 32, 8, 3, 2, 1, 1), (2, 12, 64, 8, 3, 1, 4, 4)],
                          ids=["1x1", "3x3s2", "3x3d4", "3x3s2-matmul", "3x3d4-matmul"])
-def test_fast_conv_bfloat16_is_close(case):
+def test_fast_conv_bfloat16_is_close(case, formulation):
   out = _run(case, jnp.bfloat16)
   ref = _run(case, jnp.float32)["ref"]
   for name, a, b in zip(("y", "dx", "dkernel"), out["fast"], ref):
@@ -84,9 +96,9 @@ def test_fast_conv_under_jit_and_second_order_shapes():
 
 @pytest.mark.parametrize("case", [(2, 8, 32, 6, 3, 1, 1, 1), (2, 9, 32, 6, 3, 2, 1, 1), (1, 12, 30, 5, 3, 1, 2, 2),
                                   (2, 14, 29, 4, 3, 1, 4, 4), (2, 10, 12, 6, 5, 1, 2, 1), (2, 20, 3, 5, 11, 4, 5, 1),
-                                  (1, 7, 32, 3, 3, 1, 0, 1)],
-                         ids=["3x3", "3x3s2", "d2", "d4", "5x5", "11x11s4", "nopad"])
-def test_matmul_formulation_matches_xla_conv(case):
+                                  (1, 7, 32, 3, 3, 1, 0, 1), (3, 8, 32, 6, 3, 1, 1, 1)],
+                         ids=["3x3", "3x3s2", "d2", "d4", "5x5", "11x11s4", "nopad", "b3"])
+def test_matmul_formulation_matches_xla_conv(case, formulation):
   """The bf16 path's matmul formulation (forward, input and kernel gradients), checked in float32."""
   b, n, cin, cout, k, s, p, d = case
   rng = np.random.default_rng(sum(case))
@@ -105,3 +117,10 @@ def test_bfloat16_uses_the_matmul_path_above_the_depth_threshold():
   assert layers._use_matmul_conv(x, jnp.zeros((3, 3, 32, 4), jnp.bfloat16))
   assert not layers._use_matmul_conv(x.astype(jnp.float32), jnp.zeros((3, 3, 32, 4)))
   assert not layers._use_matmul_conv(x[..., :3], jnp.zeros((7, 7, 3, 4), jnp.bfloat16))  # the stem: 147
+
+
+def test_im2col_groups_are_the_fewest_samples_with_as_many_rows_as_output_channels():
+  assert layers._samples_per_group(12, 144, 4096) == 12  # AlexNet fc6: the whole batch
+  assert layers._samples_per_group(12, 144, 384) == 3
+  assert layers._samples_per_group(10, 144, 384) == 5
+  assert layers._samples_per_group(12, 576, 384) == 1

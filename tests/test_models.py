@@ -431,6 +431,26 @@ def test_dropout_only_with_train_and_rng(initialised):
   assert eval_out.shape == (2, 1, 1, 256)
 
 
+def test_half_dropout_keeps_independent_halves_doubled():
+  class Drop(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return layers.half_dropout(self, x, deterministic=False)
+
+  x = jnp.arange(1, 1 + 8 * 16 * 16 * 64, dtype=jnp.float32).reshape(8, 16, 16, 64)
+  y = np.asarray(Drop().apply({}, x, rngs={"dropout": jax.random.PRNGKey(3)}))
+  kept = y != 0
+  np.testing.assert_array_equal(y[kept], 2 * np.asarray(x)[kept])
+  assert abs(kept.mean() - 0.5) < 0.01
+  # Independent decisions: neighbouring channels (bits of one draw) and pixels (different draws).
+  assert abs((kept[..., 1:] & kept[..., :-1]).mean() - 0.25) < 0.01
+  assert abs((kept[:, 1:] & kept[:, :-1]).mean() - 0.25) < 0.01
+  other = np.asarray(Drop().apply({}, x, rngs={"dropout": jax.random.PRNGKey(4)})) != 0
+  assert abs((kept & other).mean() - 0.25) < 0.01
+  with pytest.raises(ValueError, match="multiple of 32"):
+    Drop().apply({}, x[..., :48], rngs={"dropout": jax.random.PRNGKey(3)})
+
+
 # --------------------------------------------------------------------------------------------------
 # BatchNorm semantics (reference §1.9)
 # --------------------------------------------------------------------------------------------------
@@ -589,6 +609,18 @@ def test_pooling_matches_pytorch_floor_mode():
   a = layers.avg_pool(x, 2)
   assert a.shape == (1, 3, 3, 2)
   np.testing.assert_allclose(a[0, 0, 0], x[0, :2, :2].mean(axis=(0, 1)))
+
+
+@pytest.mark.parametrize("h,w,k,s,d", [(9, 11, 3, 2, 1), (23, 22, 11, 4, 1), (14, 15, 3, 1, 4), (9, 9, 2, 2, 1),
+                                       (13, 13, 3, 3, 1)])
+def test_untaps_is_the_transpose_of_taps(h, w, k, s, d):
+  oh, ow = (h - d * (k - 1) - 1) // s + 1, (w - d * (k - 1) - 1) // s + 1
+  keys = jax.random.split(KEY, k * k)
+  values = [jax.random.normal(key, (2, oh, ow, 3)) for key in keys]
+  _, vjp = jax.vjp(lambda x: layers._taps(x, k, s, d, oh, ow), jnp.zeros((2, h, w, 3)))
+  want = vjp(values)[0]
+  np.testing.assert_allclose(layers._untaps(values, k, s, d, h, w), want, atol=2e-6)
+  np.testing.assert_allclose(layers._untaps([v[0] for v in values], k, s, d, h, w), want[0], atol=2e-6)
 
 
 @pytest.mark.parametrize("size, kernel, stride, padding", [((9, 9), 3, 2, 1), ((10, 12), 3, 2, 1), ((8, 8), 2, 2, 0),

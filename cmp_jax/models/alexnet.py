@@ -63,9 +63,9 @@ class AlexNetBNFCN(nn.Module):
     x = layers.conv_bn_relu(self, x, "conv5", 0, 256, 3, train, padding=1)
     x = layers.max_pool(x, 3, s4, 1)
     x = layers.conv_bn_relu(self, x, "fc6", 0, 4096, 3, train, padding=1)
-    x = nn.Dropout(0.5, deterministic=deterministic)(x)
+    x = layers.half_dropout(self, x, deterministic)
     x = layers.conv_bn_relu(self, x, "fc7", 0, 4096, 1, train)
-    x = nn.Dropout(0.5, deterministic=deterministic)(x)
+    x = layers.half_dropout(self, x, deterministic)
     return layers.Conv(self.output_dim, 1, dtype=self.dtype, name="conv8")(x)
 
 

@@ -176,25 +176,56 @@ def _max_pool_bwd(kernel, stride, padding, x, dy):
   # Each window's first maximum is found again here from x's shifted views (strictly greater replaces, as in
   # PyTorch's kernel), not by comparing them with the forward's output: XLA may recompute x inside a fusion
   # with other rounding, and an equality test against the stored maximum would then miss it.
+  # In float32 for bfloat16 inputs (same comparisons; the sums rounded once): XLA:CPU fuses the search into
+  # the placement below, and with bfloat16 operands it rounds after every operation of that fusion, which
+  # made it 4-8x slower (benchmarks/NOTES.md, section 10).
   k, s, p = kernel, stride, padding
+  wide = param_dtype(x.dtype)
   out_h, out_w = dy.shape[1:3]
-  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
+  xp = jnp.pad(x.astype(wide), ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
   hp, wp = xp.shape[1:3]
   taps = _taps(xp, k, s, 1, out_h, out_w)
   best, first = taps[0], jnp.zeros(dy.shape, jnp.int32)
   for t, tap in enumerate(taps[1:], 1):
     greater = tap > best
     best, first = jnp.where(greater, tap, best), jnp.where(greater, t, first)
+  dy = dy.astype(wide)
   dx = _untaps([jnp.where(first == t, dy, 0) for t in range(k * k)], k, s, 1, hp, wp)
-  return (dx[:, p:p + x.shape[1], p:p + x.shape[2]],)
+  return (dx[:, p:p + x.shape[1], p:p + x.shape[2]].astype(x.dtype),)
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def avg_pool(x: jax.Array, kernel: int) -> jax.Array:
-  """`nn.AvgPool2d(kernel)`: non-overlapping, stride = kernel, no padding, floor mode."""
-  return nn.avg_pool(x, (kernel, kernel), strides=(kernel, kernel), padding="VALID")
+  """`nn.AvgPool2d(kernel)`: non-overlapping, stride = kernel, no padding, floor mode.
+
+  Written as a mean over reshaped blocks rather than a strided window sum: the gradient is then a broadcast,
+  where XLA:CPU transposes a window sum into a k*k-tap sum over an interior-padded map (170 ms for ShallowNet's
+  8x8 pool at AlexNet's batch, about 1 ms this way).
+  """
+  b, h, w, c = x.shape
+  k = kernel
+  x = x[:, :h // k * k, :w // k * k].reshape(b, h // k, k, w // k, k, c)
+  return jnp.mean(x, axis=(2, 4), dtype=param_dtype(x.dtype)).astype(x.dtype)
+
+
+def half_dropout(module: nn.Module, x: jax.Array, deterministic: bool) -> jax.Array:
+  """`nn.Dropout(0.5)` (AlexNet's fc6 and fc7): each element kept with probability 1/2 and doubled.
+
+  Each keep decision is one random bit, 32 of them per 32-bit threefry draw over the channels, where flax's
+  Dropout draws a 32-bit number per element: the same distribution for 1/32 of the random numbers (about
+  100 ms less per AlexNet step on a 2-core CPU, benchmarks/NOTES.md section 10). Draws from the module's
+  'dropout' rng; the channels must be a multiple of 32.
+  """
+  if deterministic:
+    return x
+  c = x.shape[-1]
+  if c % 32:
+    raise ValueError(f"half_dropout needs a multiple of 32 channels, got {c}")
+  bits = jax.random.bits(module.make_rng("dropout"), x.shape[:-1] + (c // 32, 1), jnp.uint32)
+  keep = (bits >> jnp.arange(32, dtype=jnp.uint32)) & 1
+  return jnp.where(keep.reshape(x.shape) == 1, x * 2, jnp.zeros((), x.dtype))
 
 
 # ---------------------------------------------------------------------------
@@ -246,28 +277,42 @@ def _untaps(values, k: int, stride: int, dilation: int, hp: int, wp: int):
 
 
 def _kernel_grad(x, dy, k: int, stride: int, padding: int, dilation: int):
-  """d(loss)/d(kernel) of a k x k conv as im2col matmuls, one sample at a time, summed.
+  """d(loss)/d(kernel) of a k x k conv as im2col matmuls, a group of samples at a time, summed.
 
   XLA:CPU runs the weight gradient of a convolution as another convolution whose kernel is the whole
-  output map, which is slow (several times the forward) on large maps. Here, per sample, the k*k shifted
-  views are concatenated into an [h*w, k*k*Cin] matrix and multiplied by dy [h*w, Cout]; a scan over
-  the batch keeps the im2col buffer one sample large. Accumulates in float32 (float64 for float64).
+  output map, which is slow (several times the forward) on large maps. Here, per group of samples
+  (`_samples_per_group`), the k*k shifted views are concatenated into an [n*h*w, k*k*Cin] matrix and
+  multiplied by dy [n*h*w, Cout]; a scan over the groups bounds the im2col buffer. Accumulates in float32
+  (float64 for float64).
   """
   cin, cout = x.shape[-1], dy.shape[-1]
   out_h, out_w = dy.shape[1:3]
   acc = _acc_dtype(x.dtype)
+  g = _samples_per_group(x.shape[0], out_h * out_w, cout)
   xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
 
-  def one(total, sample):
-    xi, dyi = sample
-    cols = jnp.concatenate(_taps(xi[None], k, stride, dilation, out_h, out_w), axis=-1)
-    cols = cols.reshape(out_h * out_w, k * k * cin)
-    g = jax.lax.dot_general(cols, dyi.reshape(out_h * out_w, cout), (((0,), (0,)), ((), ())),
-                            preferred_element_type=acc)
-    return total + g, None
+  def one(total, group):
+    xi, dyi = group
+    cols = jnp.concatenate(_taps(xi, k, stride, dilation, out_h, out_w), axis=-1)
+    cols = cols.reshape(g * out_h * out_w, k * k * cin)
+    return total + jax.lax.dot_general(cols, dyi.reshape(g * out_h * out_w, cout), (((0,), (0,)), ((), ())),
+                                       preferred_element_type=acc), None
 
-  total, _ = jax.lax.scan(one, jnp.zeros((k * k * cin, cout), acc), (xp, dy))
+  total, _ = jax.lax.scan(one, jnp.zeros((k * k * cin, cout), acc), (_grouped_batch(xp, g), _grouped_batch(dy, g)))
   return total.reshape(k, k, cin, cout)
+
+
+def _samples_per_group(batch: int, rows_per_sample: int, cout: int) -> int:
+  """How many samples the im2col loops take at a time: the fewest (a divisor of `batch`) whose im2col rows
+  are at least `cout`, so that each matmul is at least as tall as the kernel matrix is wide; else the kernel is
+  streamed again for every few rows (AlexNet's fc6: 144 rows per sample against a 2304 x 4096 kernel; 1.45x
+  faster as one group). Larger groups of larger maps ran slower (benchmarks/NOTES.md, section 10)."""
+  return next(n for n in range(1, batch + 1) if batch % n == 0 and (n * rows_per_sample >= cout or n == batch))
+
+
+def _grouped_batch(x, g: int):
+  """[B, ...] -> [B / g, g, ...]."""
+  return x.reshape((x.shape[0] // g, g) + x.shape[1:])
 
 
 def _out_size(n: int, k: int, stride: int, padding: int, dilation: int) -> int:
@@ -275,66 +320,76 @@ def _out_size(n: int, k: int, stride: int, padding: int, dilation: int) -> int:
 
 
 def _matmul_conv(x, kernel, stride: int, padding: int, dilation: int):
-  """A k x k conv as per-sample im2col matmuls [h*w, k*k*Cin] @ [k*k*Cin, Cout] (float32 accumulation).
+  """A k x k conv as im2col matmuls [n*h*w, k*k*Cin] @ [k*k*Cin, Cout] over groups of n samples (float32
+  accumulation).
 
   In bfloat16 these matmuls run on the CPU's bf16 matrix units (AMX), which XLA:CPU's bf16 convolution
   does not use: about 2x faster than the convolution for ResNet-50's 3x3 layers.
   """
-  k, cin, cout = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+  batch, k, cin, cout = x.shape[0], kernel.shape[0], kernel.shape[2], kernel.shape[3]
   out_h = _out_size(x.shape[1], k, stride, padding, dilation)
   out_w = _out_size(x.shape[2], k, stride, padding, dilation)
+  g = _samples_per_group(batch, out_h * out_w, cout)
   xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   wm = kernel.reshape(k * k * cin, cout)
 
   def one(xi):
-    cols = jnp.concatenate(_taps(xi[None], k, stride, dilation, out_h, out_w), axis=-1)
-    y = jnp.dot(cols.reshape(out_h * out_w, k * k * cin), wm, preferred_element_type=_acc_dtype(x.dtype))
-    return y.astype(x.dtype).reshape(out_h, out_w, cout)
+    cols = jnp.concatenate(_taps(xi, k, stride, dilation, out_h, out_w), axis=-1)
+    y = jnp.dot(cols.reshape(g * out_h * out_w, k * k * cin), wm, preferred_element_type=_acc_dtype(x.dtype))
+    return y.astype(x.dtype).reshape(g, out_h, out_w, cout)
 
-  return jax.lax.map(one, xp)
+  return jax.lax.map(one, _grouped_batch(xp, g)).reshape(batch, out_h, out_w, cout)
 
 
 def _matmul_input_grad(dy, kernel, x_shape, stride: int, padding: int, dilation: int):
-  """d(loss)/d(input) of a k x k conv as per-sample matmuls dy @ kernel^T, then col2im (shifted adds)."""
+  """d(loss)/d(input) of a k x k conv as matmuls dy @ kernel^T over groups of samples, then col2im."""
   k, cin, cout = kernel.shape[0], kernel.shape[2], kernel.shape[3]
-  _, height, width, _ = x_shape
+  batch, height, width, _ = x_shape
   out_h, out_w = dy.shape[1:3]
+  g = _samples_per_group(batch, out_h * out_w, cout)
   hp, wp = height + 2 * padding, width + 2 * padding
   wt = kernel.reshape(k * k * cin, cout).T
   acc = _acc_dtype(dy.dtype)
 
   def one(dyi):
-    dcols = jnp.dot(dyi.reshape(out_h * out_w, cout), wt, preferred_element_type=acc)
-    dcols = dcols.reshape(out_h, out_w, k * k, cin)
-    total = _untaps([dcols[:, :, t] for t in range(k * k)], k, stride, dilation, hp, wp)
-    return total[padding:padding + height, padding:padding + width].astype(dy.dtype)
+    dcols = jnp.dot(dyi.reshape(g * out_h * out_w, cout), wt, preferred_element_type=acc)
+    dcols = dcols.reshape(g, out_h, out_w, k * k, cin)
+    total = _untaps([dcols[..., t, :] for t in range(k * k)], k, stride, dilation, hp, wp)
+    return total[:, padding:padding + height, padding:padding + width].astype(dy.dtype)
 
-  return jax.lax.map(one, dy)
+  return jax.lax.map(one, _grouped_batch(dy, g)).reshape(batch, height, width, cin)
 
 
 def _matmul_kernel_grad(x, dy, k: int, stride: int, padding: int, dilation: int):
-  """d(loss)/d(kernel) as per-sample [k*k*Cin, h*w] @ [h*w, Cout] matmuls (the transposed im2col is built
-  from a channels-first copy of the input, so the matmul has the layout XLA:CPU sends to AMX in bf16)."""
+  """d(loss)/d(kernel) as [k*k*Cin, n*h*w] @ [n*h*w, Cout] matmuls over groups of n samples, summed (the
+  transposed im2col is built from a channels-first copy of the input, so the matmul has the layout XLA:CPU
+  sends to AMX in bf16)."""
   cin, cout = x.shape[-1], dy.shape[-1]
   out_h, out_w = dy.shape[1:3]
   s, d = stride, dilation
   acc = _acc_dtype(x.dtype)
-  xpt = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))).transpose(0, 3, 1, 2)
+  g = _samples_per_group(x.shape[0], out_h * out_w, cout)
+  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  xpt = _grouped_batch(xp, g).transpose(0, 4, 1, 2, 3)  # [B / g, Cin, g, Hp, Wp]
 
-  def one(total, sample):
-    xi, dyi = sample  # [Cin, Hp, Wp], [h, w, Cout]
+  def one(total, group):
+    xi, dyi = group  # [Cin, g, Hp, Wp], [g, h, w, Cout]
     cols_t = jnp.concatenate([
-        jax.lax.slice(xi, (0, ky * d, kx * d), (cin, ky * d + (out_h - 1) * s + 1, kx * d + (out_w - 1) * s + 1),
-                      (1, s, s))
-        for ky in range(k) for kx in range(k)], axis=0).reshape(k * k * cin, out_h * out_w)
-    return total + jnp.dot(cols_t, dyi.reshape(out_h * out_w, cout), preferred_element_type=acc), None
+        jax.lax.slice(xi, (0, 0, ky * d, kx * d),
+                      (cin, g, ky * d + (out_h - 1) * s + 1, kx * d + (out_w - 1) * s + 1), (1, 1, s, s))
+        for ky in range(k) for kx in range(k)], axis=0).reshape(k * k * cin, g * out_h * out_w)
+    return total + jnp.dot(cols_t, dyi.reshape(g * out_h * out_w, cout), preferred_element_type=acc), None
 
-  total, _ = jax.lax.scan(one, jnp.zeros((k * k * cin, cout), acc), (xpt, dy))
+  total, _ = jax.lax.scan(one, jnp.zeros((k * k * cin, cout), acc), (xpt, _grouped_batch(dy, g)))
   return total.reshape(k, k, cin, cout)
 
 
 # k x k convs whose im2col rows have at least this many entries (k*k*Cin) run as matmuls in bfloat16.
 MATMUL_CONV_MIN_DEPTH = 256
+
+
+# k x k convs with fewer output channels than this keep XLA's kernel gradient (see `_conv_kxk_bwd`).
+KERNEL_GRAD_MIN_COUT = 32
 
 
 def _use_matmul_conv(x, kernel) -> bool:
@@ -361,7 +416,11 @@ def _conv_kxk_bwd(stride, padding, dilation, res, dy):
     dk = _matmul_kernel_grad(x, dy, k, stride, padding, dilation)
     return dx, dk.astype(kernel.dtype)
   # The input gradient is XLA's own (a convolution of dy with the flipped kernel, fast); unused input
-  # gradients (the stem's) are removed by XLA.
+  # gradients (the stem's) are removed by XLA. So is the kernel gradient of convs with few output channels
+  # (ShallowNet's 16), for which the im2col matmul is too narrow to pay for its buffer (2-2.7x slower).
+  if kernel.shape[3] < KERNEL_GRAD_MIN_COUT:
+    _, vjp = jax.vjp(lambda a, w: conv2d_reference(a, w, stride, padding, dilation), x, kernel)
+    return vjp(dy)
   _, vjp_x = jax.vjp(lambda a: conv2d_reference(a, kernel, stride, padding, dilation), x)
   (dx,) = vjp_x(dy)
   dk = _kernel_grad(x, dy, k, stride, padding, dilation)
@@ -407,8 +466,9 @@ def conv2d(x, kernel, stride: int = 1, padding: int = 0, dilation: int = 1):
   * 1x1 convs (no padding) are matmuls (`dot_general`) over the channels, after subsampling the input by
     the stride: forward and both gradients are then matmuls, ~2.7x faster than XLA's convolution.
   * k x k convs, through a custom VJP: in float32, XLA's convolution forward and input gradient and the
-    kernel gradient as im2col matmuls (`_kernel_grad`); in bfloat16 (when k*k*Cin >= 256), all three as
-    per-sample im2col matmuls (`_matmul_conv`, `_matmul_input_grad`, `_matmul_kernel_grad`) on AMX.
+    kernel gradient as im2col matmuls (`_kernel_grad`; XLA's below 32 output channels); in bfloat16 (when
+    k*k*Cin >= 256), all three as per-sample im2col matmuls (`_matmul_conv`, `_matmul_input_grad`,
+    `_matmul_kernel_grad`) on AMX.
   """
   k = kernel.shape[0]
   if kernel.shape[1] != k:
