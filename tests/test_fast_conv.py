@@ -124,3 +124,9 @@ def test_im2col_groups_are_the_fewest_samples_with_as_many_rows_as_output_channe
   assert layers._samples_per_group(12, 144, 384) == 3
   assert layers._samples_per_group(10, 144, 384) == 5
   assert layers._samples_per_group(12, 576, 384) == 1
+
+
+@pytest.mark.parametrize("channels", [1, 5, 8])
+def test_channels_first_copy_is_the_transpose(channels):
+  x = jnp.arange(6 * channels, dtype=jnp.bfloat16).reshape(6, channels)
+  np.testing.assert_array_equal(jax.jit(layers._channels_first)(x), x.T)
