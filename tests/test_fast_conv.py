@@ -130,3 +130,10 @@ def test_im2col_groups_are_the_fewest_samples_with_as_many_rows_as_output_channe
 def test_channels_first_copy_is_the_transpose(channels):
   x = jnp.arange(6 * channels, dtype=jnp.bfloat16).reshape(6, channels)
   np.testing.assert_array_equal(jax.jit(layers._channels_first)(x), x.T)
+
+
+def test_bfloat16_concatenate_moves_the_same_values():
+  parts = [jnp.asarray(np.random.default_rng(i).normal(size=(2, 3, i + 1)), jnp.bfloat16) for i in range(3)]
+  got = jax.jit(lambda ps: layers._concat(ps, axis=-1))(parts)
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(got, np.float32), np.concatenate([np.asarray(p, np.float32) for p in parts], -1))
