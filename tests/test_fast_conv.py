@@ -136,4 +136,5 @@ def test_bfloat16_concatenate_moves_the_same_values():
   parts = [jnp.asarray(np.random.default_rng(i).normal(size=(2, 3, i + 1)), jnp.bfloat16) for i in range(3)]
   got = jax.jit(lambda ps: layers._concat(ps, axis=-1))(parts)
   assert got.dtype == jnp.bfloat16
-  np.testing.assert_array_equal(np.asarray(got, np.float32), np.concatenate([np.asarray(p, np.float32) for p in parts], -1))
+  want = np.concatenate([np.asarray(p, np.float32) for p in parts], -1)
+  np.testing.assert_array_equal(np.asarray(got, np.float32), want)

@@ -307,7 +307,8 @@ def _kernel_grad(x, dy, k: int, stride: int, padding: int, dilation: int):
     return total + jax.lax.dot_general(cols, dyi.reshape(g * out_h * out_w, cout), (((0,), (0,)), ((), ())),
                                        preferred_element_type=acc), None
 
-  total, _ = jax.lax.scan(one, jnp.zeros((k * k * cin, cout), acc), (_grouped_batch(xp, g), _grouped_batch(dy, g)))
+  groups = (_grouped_batch(xp, g), _grouped_batch(dy, g))
+  total, _ = jax.lax.scan(one, jnp.zeros((k * k * cin, cout), acc), groups)
   return total.reshape(k, k, cin, cout)
 
 
@@ -426,7 +427,7 @@ def _conv_kxk_bwd(stride, padding, dilation, res, dy):
     return dx, dk.astype(kernel.dtype)
   # The input gradient is XLA's own (a convolution of dy with the flipped kernel, fast); unused input
   # gradients (the stem's) are removed by XLA. So is the kernel gradient of convs with few output channels
-  # (ShallowNet's 16), for which the im2col matmul is too narrow to pay for its buffer (2-2.7x slower).
+  # (ShallowNet's 16), for which the im2col matmul is too narrow to pay for its buffer (1.2-3.4x slower).
   if kernel.shape[3] < KERNEL_GRAD_MIN_COUT:
     _, vjp = jax.vjp(lambda a, w: conv2d_reference(a, w, stride, padding, dilation), x, kernel)
     return vjp(dy)
@@ -483,8 +484,8 @@ def conv2d(x, kernel, stride: int = 1, padding: int = 0, dilation: int = 1):
     the stride: forward and both gradients are then matmuls, ~2.7x faster than XLA's convolution.
   * k x k convs, through a custom VJP: in float32, XLA's convolution forward and input gradient and the
     kernel gradient as im2col matmuls (`_kernel_grad`; XLA's below 32 output channels); in bfloat16 (when
-    k*k*Cin >= 256), all three as per-sample im2col matmuls (`_matmul_conv`, `_matmul_input_grad`,
-    `_matmul_kernel_grad`) on AMX.
+    k*k*Cin >= 256), all three as im2col matmuls (`_matmul_conv`, `_matmul_input_grad`,
+    `_matmul_kernel_grad`) on AMX. The im2col loops take one sample at a time, or a few for small maps.
   """
   k = kernel.shape[0]
   if kernel.shape[1] != k:
