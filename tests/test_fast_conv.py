@@ -37,8 +37,20 @@ def formulation(request, monkeypatch):
   if request.param != "xla-narrow":
     monkeypatch.setattr(layers, "KERNEL_GRAD_MIN_COUT", 0)
   if request.param == "grouped":
-    monkeypatch.setattr(layers, "_samples_per_group", lambda batch, rows, cout: batch)
+    _one_group(monkeypatch)
   return request.param
+
+
+@pytest.fixture(params=["per-sample", "grouped"])
+def grouping(request, monkeypatch):
+  """The im2col loops one sample at a time (the default at these sizes) and over the whole batch."""
+  if request.param == "grouped":
+    _one_group(monkeypatch)
+  return request.param
+
+
+def _one_group(monkeypatch):
+  monkeypatch.setattr(layers, "_samples_per_group", lambda batch, rows, cout: batch)
 
 
 def _run(case, dtype):
@@ -98,7 +110,7 @@ def test_fast_conv_under_jit_and_second_order_shapes():
                                   (2, 14, 29, 4, 3, 1, 4, 4), (2, 10, 12, 6, 5, 1, 2, 1), (2, 20, 3, 5, 11, 4, 5, 1),
                                   (1, 7, 32, 3, 3, 1, 0, 1), (3, 8, 32, 6, 3, 1, 1, 1)],
                          ids=["3x3", "3x3s2", "d2", "d4", "5x5", "11x11s4", "nopad", "b3"])
-def test_matmul_formulation_matches_xla_conv(case, formulation):
+def test_matmul_formulation_matches_xla_conv(case, grouping):
   """The bf16 path's matmul formulation (forward, input and kernel gradients), checked in float32."""
   b, n, cin, cout, k, s, p, d = case
   rng = np.random.default_rng(sum(case))
