@@ -25,7 +25,7 @@ for p in (ROOT, os.path.join(ROOT, "benchmarks")):
   if p not in sys.path:
     sys.path.insert(0, p)
 
-from train_step import FAMILIES, NBINS, FMAX, make_batch, model_config  # noqa: E402
+from train_step import FAMILIES, NBINS, FMAX, cpu_name, make_batch, model_config  # noqa: E402
 
 
 def worker_jax(family, dtype, size, runs):
@@ -109,8 +109,8 @@ def main(argv=None):
         raise RuntimeError(f"worker {spec} failed:\n{proc.stderr[-4000:]}")
       rows.setdefault((kind, dtype), []).append(json.loads(line[0][7:]))
   ref = statistics.median(statistics.median(x["times"]) for x in rows[("torch", "float32")])
-  print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPU threads; {args.family}, "
-        f"one {args.size}x{args.size} image; {args.rounds} round(s) x {args.runs} runs")
+  print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPU threads, {cpu_name()}; "
+        f"{args.family}, one {args.size}x{args.size} image; {args.rounds} round(s) x {args.runs} runs")
   print("| run | latency (ms) | first call incl. compile (s) | peak mem (GB) | speed vs PyTorch |")
   print("|---|---|---|---|---|")
   for kind, dtype in [("torch", "float32")] + [("jax", d) for d in args.dtypes]:

@@ -71,6 +71,21 @@ def make_batch(batch, crop, seed=0):
   return {"image": image, "sparse": sparse, "flow": flow}
 
 
+def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
+  """The CPU's model name and which bf16 matmul instructions it has (AMX or AVX-512 BF16), from /proc/cpuinfo:
+  the bf16 peak, and so the bf16 rows, depend on them (about 5x the fp32 peak with AMX, 2x with AVX-512 BF16)."""
+  try:
+    with open(cpuinfo) as f:
+      info = f.read()
+  except OSError:
+    return "unknown CPU"
+  model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+               "unknown CPU")
+  flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+  bf16 = [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
+  return f"{model} ({', '.join(bf16) or 'no bf16 matmul instructions'})"
+
+
 def peak_memory_gb(device_mem=None):
   if device_mem is not None:
     return device_mem / 2 ** 30
@@ -273,7 +288,7 @@ def main(argv=None):
               file=sys.stderr, flush=True)
 
   devices = sorted({res["device"] for rs in rows.values() for res in rs})
-  print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPU threads; "
+  print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPU threads, {cpu_name()}; "
         f"devices: {', '.join(devices)}; measured peak {peak['float32']:.0f} GFLOP/s fp32, "
         f"{peak['bfloat16']:.0f} bf16 (4096^3 matmul); {args.rounds} round(s) x {args.steps} timed steps")
   head = ("| family | batch @ crop | run | step (s) | img/s | compile (s) | peak mem (GB) | GFLOP/step | "

@@ -44,3 +44,14 @@ def test_train_step_rows_with_remat():
   assert bench_train_step.variants("alexnet_plain", args) == [
       ("torch", "float32", False), ("jax", "float32", False), ("jax", "bfloat16", False)]  # no remat for AlexNet
   assert bench_train_step.variants("resnet50_plain", args)[3:] == [("jax", "float32", True), ("jax", "bfloat16", True)]
+
+
+@pytest.mark.parametrize("flags, want", [
+    ("fpu avx512f avx512_bf16 amx_tile amx_bf16", "Xeon Test (amx_bf16, avx512_bf16)"),
+    ("fpu avx512f avx512_bf16", "Xeon Test (avx512_bf16)"),
+    ("fpu avx2", "Xeon Test (no bf16 matmul instructions)")])
+def test_cpu_name_says_which_bf16_matmul_instructions(tmp_path, flags, want):
+  info = tmp_path / "cpuinfo"
+  info.write_text(f"processor\t: 0\nmodel name\t: Xeon Test\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+  assert bench_train_step.cpu_name(str(info)) == want
+  assert bench_train_step.cpu_name(str(tmp_path / "missing")) == "unknown CPU"

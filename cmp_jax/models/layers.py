@@ -333,8 +333,8 @@ def _matmul_conv(x, kernel, stride: int, padding: int, dilation: int):
   """A k x k conv as im2col matmuls [n*h*w, k*k*Cin] @ [k*k*Cin, Cout] over groups of n samples (float32
   accumulation).
 
-  In bfloat16 these matmuls run on the CPU's bf16 matrix units (AMX), which XLA:CPU's bf16 convolution
-  does not use: about 2x faster than the convolution for ResNet-50's 3x3 layers.
+  In bfloat16 these matmuls run on the CPU's bf16 matmul instructions (AVX-512 BF16 or AMX), which XLA:CPU's
+  bf16 convolution does not use: about 2x faster than the convolution for ResNet-50's 3x3 layers.
   """
   batch, k, cin, cout = x.shape[0], kernel.shape[0], kernel.shape[2], kernel.shape[3]
   out_h = _out_size(x.shape[1], k, stride, padding, dilation)
@@ -373,7 +373,7 @@ def _matmul_input_grad(dy, kernel, x_shape, stride: int, padding: int, dilation:
 def _matmul_kernel_grad(x, dy, k: int, stride: int, padding: int, dilation: int):
   """d(loss)/d(kernel) as [k*k*Cin, n*h*w] @ [n*h*w, Cout] matmuls over groups of n samples, summed (the
   transposed im2col is built from a channels-first copy of the input, so the matmul has the layout XLA:CPU
-  sends to AMX in bf16)."""
+  runs on its fast bf16 kernel)."""
   cin, cout = x.shape[-1], dy.shape[-1]
   out_h, out_w = dy.shape[1:3]
   s, d = stride, dilation
@@ -444,10 +444,10 @@ _conv_kxk.defvjp(_conv_kxk_fwd, _conv_kxk_bwd)
 def _matmul_1x1(x, w):
   """A 1x1 conv in bfloat16 ([..., Cin] @ [Cin, Cout]) whose matmuls accumulate in float32.
 
-  XLA:CPU sends a bf16 x bf16 -> float32 matmul to AMX, but a bf16 -> bf16 one (what autodiff of a plain
-  bf16 dot gives) to a slower kernel. The kernel gradient x^T dy contracts the long pixel axis of both
+  XLA:CPU runs a bf16 x bf16 -> float32 matmul on its fast bf16 kernel, but a bf16 -> bf16 one (what autodiff
+  of a plain bf16 dot gives) on a slower one. The kernel gradient x^T dy contracts the long pixel axis of both
   operands: given x^T as a transpose, XLA:CPU folds it into the matmul and runs that in float32; from a
-  channels-first copy (`_channels_first`) it runs on AMX, 1.2-2.8x faster (benchmarks/NOTES.md, section 10).
+  channels-first copy (`_channels_first`) it runs in bf16, 1.2-2.8x faster (benchmarks/NOTES.md, section 10).
   """
   return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())),
                              preferred_element_type=jnp.float32).astype(x.dtype)
@@ -485,7 +485,7 @@ def conv2d(x, kernel, stride: int = 1, padding: int = 0, dilation: int = 1):
   * k x k convs, through a custom VJP: in float32, XLA's convolution forward and input gradient and the
     kernel gradient as im2col matmuls (`_kernel_grad`; XLA's below 32 output channels); in bfloat16 (when
     k*k*Cin >= 256), all three as im2col matmuls (`_matmul_conv`, `_matmul_input_grad`,
-    `_matmul_kernel_grad`) on AMX. The im2col loops take one sample at a time, or a few for small maps.
+    `_matmul_kernel_grad`) on the fast bf16 kernel. The im2col loops take one sample at a time, or a few for small maps.
   """
   k = kernel.shape[0]
   if kernel.shape[1] != k:
