@@ -109,11 +109,11 @@ def _dense_ce_sums_and_grad(logits: jax.Array, bins: jax.Array, nbins: int, with
 
   The logits are laid out [h, 2, B, nbins, w] once (they are small). Each chunk of output rows reads the
   window of input rows it interpolates from, and upsamples it by two plain matmuls (rows, then columns by the
-  [w, W] matrix) to [R, 2, B, nbins, W], W the minor axis; the CE reduces over the bins axis: nothing
-  large is sliced or transposed. The target logit is gathered, one element a pixel (a one-hot select-and-sum
-  over the bins was a further pass over the chunk: 1.15-1.25x this loss's time). The gradient is
-  made in the same pass: softmax - one-hot, taken back to the window by the two transposed matmuls, so each
-  upsampled logit is exponentiated once.
+  [w, W] matrix) to [R, 2, B, nbins, W], W the minor axis; the CE reduces over the bins axis: nothing large
+  is sliced or transposed. The target logit is gathered, one element a pixel (a one-hot select-and-sum over
+  the bins was a further pass over the chunk: 1.1-1.2x this loss's time). The gradient is made in the same
+  pass: softmax - one-hot, taken back to the window by the two transposed matmuls, so each upsampled logit is
+  exponentiated once.
   """
   b, h, w, _ = logits.shape
   out_h, out_w = bins.shape[1:3]

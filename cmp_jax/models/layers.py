@@ -485,7 +485,8 @@ def conv2d(x, kernel, stride: int = 1, padding: int = 0, dilation: int = 1):
   * k x k convs, through a custom VJP: in float32, XLA's convolution forward and input gradient and the
     kernel gradient as im2col matmuls (`_kernel_grad`; XLA's below 32 output channels); in bfloat16 (when
     k*k*Cin >= 256), all three as im2col matmuls (`_matmul_conv`, `_matmul_input_grad`,
-    `_matmul_kernel_grad`) on the fast bf16 kernel. The im2col loops take one sample at a time, or a few for small maps.
+    `_matmul_kernel_grad`) on the fast bf16 kernel. The im2col loops take one sample at a time, or a few for
+    small maps.
   """
   k = kernel.shape[0]
   if kernel.shape[1] != k:
