@@ -617,10 +617,12 @@ def test_untaps_is_the_transpose_of_taps(h, w, k, s, d):
   oh, ow = (h - d * (k - 1) - 1) // s + 1, (w - d * (k - 1) - 1) // s + 1
   keys = jax.random.split(KEY, k * k)
   values = [jax.random.normal(key, (2, oh, ow, 3)) for key in keys]
-  _, vjp = jax.vjp(lambda x: layers._taps(x, k, s, d, oh, ow), jnp.zeros((2, h, w, 3)))
-  want = vjp(values)[0]
-  np.testing.assert_allclose(layers._untaps(values, k, s, d, h, w), want, atol=2e-6)
-  np.testing.assert_allclose(layers._untaps([v[0] for v in values], k, s, d, h, w), want[0], atol=2e-6)
+  # jitted: op by op, each of the k*k differently placed slices and pads would be compiled on its own (~30 s at 11x11)
+  taps_vjp = jax.jit(lambda vs: jax.vjp(lambda x: layers._taps(x, k, s, d, oh, ow), jnp.zeros((2, h, w, 3)))[1](vs)[0])
+  untaps = jax.jit(lambda vs: layers._untaps(vs, k, s, d, h, w))
+  want = taps_vjp(values)
+  np.testing.assert_allclose(untaps(values), want, atol=2e-6)
+  np.testing.assert_allclose(untaps([v[0] for v in values]), want[0], atol=2e-6)
 
 
 @pytest.mark.parametrize("size, kernel, stride, padding", [((9, 9), 3, 2, 1), ((10, 12), 3, 2, 1), ((8, 8), 2, 2, 0),
