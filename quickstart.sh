@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start: set up .venv, train CMP (dilated ResNet-18 + ShallowNet-8x + Plain decoder) on the small
 # real sample shipped in data/sample, validate it against two baselines, and export the weights to PyTorch.
-# About 6 minutes on a 2-core CPU.
+# About 7 minutes on a 2-core CPU.
 #
 #   bash quickstart.sh [WORKDIR]        (default runs/quickstart; an existing WORKDIR is resumed / reused)
 set -euo pipefail
