@@ -76,14 +76,16 @@ def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
   the bf16 peak, and so the bf16 rows, depend on them (about 5x the fp32 peak with AMX, 2x with AVX-512 BF16)."""
   try:
     with open(cpuinfo) as f:
-      info = f.read()
+      lines = f.read().splitlines()
   except OSError:
     return "unknown CPU"
-  model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-               "unknown CPU")
-  flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+  fields = {}  # the first processor's value of each key
+  for line in lines:
+    key, _, value = line.partition(":")
+    fields.setdefault(key.strip(), value.strip())
+  flags = set(fields.get("flags", "").split())
   bf16 = [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
-  return f"{model} ({', '.join(bf16) or 'no bf16 matmul instructions'})"
+  return f"{fields.get('model name', 'unknown CPU')} ({', '.join(bf16) or 'no bf16 matmul instructions'})"
 
 
 def peak_memory_gb(device_mem=None):
